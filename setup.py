@@ -1,0 +1,28 @@
+"""fairseq-qbert: quantization-aware fine-tuning of RoBERTa with knowledge distillation, as a fairseq plugin."""
+from setuptools import find_packages, setup
+
+setup(
+    name="fairseq-qbert",
+    version="0.1.0",
+    description="fairseq plugin: PACT/LSQ/Q8BERT/TWN quantization-aware fine-tuning of RoBERTa with TernaryBERT-style KD",
+    packages=find_packages(include=["fairseq_qbert", "fairseq_qbert.*"]),
+    python_requires=">=3.11,<3.12",
+    install_requires=[
+        # fairseq 0.12.2 does not import on Python 3.11; fairseq-fixed is its 3.11 build (imports as `fairseq`).
+        "fairseq-fixed==0.12.3.1",
+        "torch==2.13.0",
+        "numpy>=1.26,<3",
+        "sacremoses==0.2.0",
+        "tensorboardX==2.6.5",
+    ],
+    extras_require={
+        "test": ["pytest==9.2.0"],
+        "plots": ["matplotlib>=3.8,<4"],
+    },
+    entry_points={
+        "console_scripts": [
+            "qbert-mini-glue=fairseq_qbert.data.mini_glue:cli_main",
+            "qbert-preprocess-glue=fairseq_qbert.data.preprocess_glue:cli_main",
+        ]
+    },
+)
