@@ -26,7 +26,7 @@ class QuantArgError(ValueError):
 
 def add_quant_args(parser):
     """Register the quantization flags (fairseq ``add_args`` style)."""
-    g = parser.add_argument_group("quantization (fairseq-qbert)")
+    g = parser  # fairseq passes the model-specific argument group
     g.add_argument("--quant-groups", type=str, default="", metavar="SPEC",
                    help="layer groups to fake-quantize, e.g. 'EMB,QKV,FFN' or 'EMB:2,QKV:4,FFN:4' "
                         f"(groups: {', '.join(GROUPS)}); empty = full precision")
