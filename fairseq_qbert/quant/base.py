@@ -1,0 +1,203 @@
+"""Base class and shared straight-through-estimator (STE) code for all fake quantizers.
+
+A fake quantizer maps a float tensor to the nearest point of a scaled integer grid and
+back, so the forward pass sees quantized values while the weights stay float. Integer grid
+for ``bits`` = b:
+
+* signed:   Qn = 2^(b-1),  Qp = 2^(b-1) - 1   (full two's-complement grid [-Qn, Qp], 2^b levels)
+* unsigned: Qn = 0,        Qp = 2^b - 1       ([0, Qp], 2^b levels)
+
+Quantizers with ``restricted = True`` (PACT signed, Q8BERT min-max/EMA, TWN) use the
+symmetric grid [-Qp, Qp] when signed (2^b - 1 levels), as Q8BERT (Zafrir et al. 2019) does.
+
+All quantizer math runs in fp32 (``x.float()`` in, ``.to(x.dtype)`` out), so fp16
+training does not round the step sizes or the grid.
+"""
+from typing import Callable, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+EPS = 1e-8  # smallest step size / clip value: keeps learned scales strictly positive
+
+
+class _FakeQuantSTE(torch.autograd.Function):
+    """y = round(clamp(x / s, qmin, qmax)) * s with straight-through gradients.
+
+    Gradients (Esser et al. 2020, LSQ, eq. 3; with ``inside_step_grad=False`` they are the
+    PACT ones, Choi et al. 2018, eq. 3, expressed through s = alpha / Qp):
+
+    * dy/dx = 1 where qmin <= x/s <= qmax, else 0 (round is passed straight through);
+    * dy/ds = round(x/s) - x/s inside (0 if ``inside_step_grad`` is False),
+      qmin below the range, qmax above it; the step gradient is multiplied by ``grad_scale``.
+
+    ``tol`` widens the "inside" test by a relative tolerance (for scales computed as
+    max|x|/Qp, where x_max/s can exceed Qp by one ulp). ``s`` is clamped to EPS in the
+    forward and the clamp is passed straight through, so a learned scale never gets stuck.
+    Saves only ``x`` and ``s`` for backward (memory: no elementwise temporaries are kept).
+    """
+
+    @staticmethod
+    def forward(ctx, x, s, qmin, qmax, grad_scale, inside_step_grad, tol):
+        s = s.clamp_min(EPS)
+        ctx.save_for_backward(x, s)
+        ctx.cfg = (qmin, qmax, grad_scale, inside_step_grad, tol)
+        return torch.round(torch.clamp(x / s, qmin, qmax)).mul_(s)
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, s = ctx.saved_tensors
+        qmin, qmax, grad_scale, inside_step_grad, tol = ctx.cfg
+        v = x / s
+        below = v < qmin * (1 + tol)
+        above = v > qmax * (1 + tol)
+        gx = gy.masked_fill(below | above, 0) if ctx.needs_input_grad[0] else None
+        gs = None
+        if ctx.needs_input_grad[1]:
+            d = torch.round(v) - v if inside_step_grad else torch.zeros_like(v)
+            d = torch.where(below, float(qmin), torch.where(above, float(qmax), d))
+            gs = (gy * d).sum_to_size(s.shape) * grad_scale
+        return gx, gs, None, None, None, None, None
+
+
+def fake_quant_ste(x, s, qmin: int, qmax: int, grad_scale: float = 1.0,
+                   inside_step_grad: bool = True, tol: float = 0.0):
+    """Uniform fake quantization with STE; see :class:`_FakeQuantSTE`."""
+    return _FakeQuantSTE.apply(x, s, qmin, qmax, grad_scale, inside_step_grad, tol)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """y = fn(x) in the forward, dy/dx = 1 (identity STE) in the backward; saves nothing."""
+
+    @staticmethod
+    def forward(ctx, x, fn):
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx, gy):
+        return gy, None
+
+
+def straight_through(x, fn: Callable[[torch.Tensor], torch.Tensor]):
+    """Apply ``fn`` (no autograd inside) with an identity gradient to ``x``."""
+    return _StraightThrough.apply(x, fn)
+
+
+class Quantizer(nn.Module):
+    """Fake quantizer base: lazy data-dependent init, fp32 math, statistics, checkpoint checks.
+
+    Subclasses implement :meth:`fake_quant` (fp32 in, fp32 out) and store the step size
+    they used in ``self._last_step`` (shape [1] or [C, 1]; grid point k means k * step), and
+    may implement :meth:`initialize` (called once, on the first tensor seen, under no_grad)
+    listing the parameters/buffers it sets in ``_init_state`` (averaged over data-parallel
+    workers). Per-channel means one scale per row (dim 0) of a 2-D weight, shape [C, 1].
+    """
+
+    restricted = False          # signed grid [-Qp, Qp] instead of [-Qn, Qp]
+    _init_state: Tuple[str, ...] = ()  # names set by initialize(); all-reduced when distributed
+    _range_tol = 0.0            # relative tolerance of the clip test (see _FakeQuantSTE)
+    bits_flag = "--weight-bits/--quant-groups"  # named in the bits-mismatch error; model may override
+
+    def __init__(self, bits: int, signed: bool = True, per_channel: bool = False,
+                 num_channels: int = 1):
+        super().__init__()
+        if not isinstance(bits, int) or bits < 2:
+            raise ValueError(f"quantizer bits must be an integer >= 2, got {bits!r}")
+        if per_channel and num_channels < 1:
+            raise ValueError("per_channel quantizer needs num_channels >= 1")
+        self.signed = bool(signed)
+        self.per_channel = bool(per_channel)
+        self.num_channels = int(num_channels) if per_channel else 1
+        self.Qn = 2 ** (bits - 1) if signed else 0
+        self.Qp = 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1
+        self.qmin = -self.Qp if (signed and self.restricted) else -self.Qn
+        self.qmax = self.Qp
+        self.register_buffer("bits", torch.tensor(bits, dtype=torch.long))
+        self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
+        self._init_known = False  # python cache of `initialized` (avoids a device sync per call)
+        self._last_step: Optional[torch.Tensor] = None
+        self.last_clip_fraction: Optional[torch.Tensor] = None
+
+    # ----------------------------------------------------------------- helpers
+    @property
+    def param_shape(self) -> Tuple[int, ...]:
+        return (self.num_channels, 1) if self.per_channel else (1,)
+
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        """x as [C, -1] (per channel, one row per output channel) or [1, -1]."""
+        if self.per_channel:
+            if x.dim() != 2 or x.shape[0] != self.num_channels:
+                raise ValueError(
+                    f"per-channel quantizer expects a 2-D weight with {self.num_channels} rows, "
+                    f"got shape {tuple(x.shape)}")
+            return x
+        return x.reshape(1, -1)
+
+    def _group_size(self, x: torch.Tensor) -> int:
+        """Number of elements sharing one scale."""
+        return x.numel() // self.num_channels
+
+    # ------------------------------------------------------------ subclass API
+    def initialize(self, x: torch.Tensor) -> None:  # pragma: no cover - default no-op
+        """Set data-dependent parameters from the first tensor seen (fp32, detached)."""
+
+    def fake_quant(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def scale_summary(self) -> torch.Tensor:
+        """Mean step size (0-dim, detached) for logging; 0 before the first forward."""
+        if self._last_step is None:
+            return torch.zeros(())
+        return self._last_step.detach().float().mean()
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        if not self._init_known:
+            if not bool(self.initialized):
+                with torch.no_grad():
+                    self.initialize(xf.detach())
+                    self._sync_initial_state()
+                    self.initialized.fill_(1)
+            self._init_known = True
+        y = self.fake_quant(xf)
+        if self.training and self._last_step is not None:
+            with torch.no_grad():
+                v = xf.detach() / self._last_step
+                tol = 1 + self._range_tol
+                outside = (v < self.qmin * tol) | (v > self.qmax * tol)
+                self.last_clip_fraction = outside.float().mean()
+        return y.to(x.dtype)
+
+    def reset_initialization(self) -> None:
+        """Re-initialise from the next tensor seen (use this, not ``initialized.fill_(0)``)."""
+        self.initialized.fill_(0)
+        self._init_known = False
+
+    def _sync_initial_state(self) -> None:
+        """Average the freshly initialised state over data-parallel workers."""
+        if not (self._init_state and dist.is_available() and dist.is_initialized()):
+            return
+        world = dist.get_world_size()
+        for name in self._init_state:
+            t = getattr(self, name).data
+            dist.all_reduce(t)
+            t.div_(world)
+
+    # -------------------------------------------------------------- checkpoint
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                              missing_keys, unexpected_keys, error_msgs):
+        key = prefix + "bits"
+        if key in state_dict and int(state_dict[key]) != int(self.bits):
+            raise ValueError(
+                f"checkpoint quantizer {prefix.rstrip('.') or '<root>'} was trained with "
+                f"{int(state_dict[key])} bits but {self.bits_flag} ask for {int(self.bits)}; "
+                "start from the full-precision checkpoint with --finetune-from-model instead")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)
+        self._init_known = False
+
+    def extra_repr(self) -> str:
+        return (f"bits={int(self.bits)}, signed={self.signed}, per_channel={self.per_channel}"
+                + (f", num_channels={self.num_channels}" if self.per_channel else ""))
