@@ -1,0 +1,2 @@
+"""Criterions of fairseq-qbert (registered with fairseq on import)."""
+from . import kd_sentence_prediction  # noqa: F401  (registers kd_sentence_prediction)
