@@ -17,7 +17,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest==9.2.0"],
-        "plots": ["matplotlib>=3.8,<4"],
+        "plots": ["matplotlib==3.11.2"],
     },
     entry_points={
         "console_scripts": [

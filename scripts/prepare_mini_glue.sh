@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Generate mini-GLUE and binarize it for fairseq (whitespace tokenizer, no download).
+#
+#   scripts/prepare_mini_glue.sh OUT [TASKS]
+#
+# OUT    folder; writes OUT/glue/TASK/*.tsv (GLUE layout) and OUT/TASK-bin (fairseq binaries)
+# TASKS  comma-separated subset of CoLA,SST-2,MRPC,STS-B,QQP,MNLI,QNLI,RTE (default: all)
+# Environment: SEED (1), TRAIN_SIZE (8000), DEV_SIZE (1000), TEST_SIZE (500), PYTHON.
+set -euo pipefail
+
+if [[ $# -lt 1 || $# -gt 2 ]]; then
+  echo "usage: $0 OUT [TASKS]" >&2
+  exit 2
+fi
+OUT=$1
+TASKS=${2:-all}
+
+REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x "$REPO_DIR/.venv/bin/python" ]]; then PYTHON="$REPO_DIR/.venv/bin/python"; else PYTHON=python; fi
+fi
+export PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}"
+
+"$PYTHON" -m fairseq_qbert.data.mini_glue --out-dir "$OUT/glue" --tasks "$TASKS" \
+  --seed "${SEED:-1}" --train-size "${TRAIN_SIZE:-8000}" --dev-size "${DEV_SIZE:-1000}" \
+  --test-size "${TEST_SIZE:-500}"
+
+if [[ "$TASKS" == all || "$TASKS" == ALL ]]; then
+  TASKS=$("$PYTHON" "$REPO_DIR/fairseq_qbert/data/glue_tasks.py" list)
+fi
+for TASK in ${TASKS//,/ }; do
+  "$PYTHON" -m fairseq_qbert.data.preprocess_glue --glue-dir "$OUT/glue" --task "$TASK" \
+    --dest-dir "$OUT/$TASK-bin" --bpe whitespace
+done

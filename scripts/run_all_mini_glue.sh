@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Every ablation family on mini-GLUE SST-2, RTE and CoLA (CPU), then the tables in results/.
+#
+#   scripts/run_all_mini_glue.sh [WORK_DIR]        (default WORK_DIR: work/mini-glue)
+#
+# Uses WORK_DIR/data/TASK-bin (scripts/prepare_mini_glue.sh WORK_DIR/data) and the teachers
+# WORK_DIR/teachers/TASK/checkpoint_best.pt (scripts/train_teacher.sh); either is made with
+# those scripts' defaults when missing. Runs go to WORK_DIR/exp (re-running skips finished
+# runs and resumes interrupted ones), tables and plots to RESULTS_DIR (default: results/).
+#
+# Environment: TASKS (default "SST-2 RTE CoLA"), PACT_TASKS (default SST-2: the seed's PACT
+# table), KD_PARTS_FFN=1 (default) also runs the seed's "FFN 2bit" KD-parts table, JOBS
+# (parallel runs, default: number of CPUs), RESULTS_DIR, and the recipe variables of
+# scripts/lib/qat_runner.py (TOTAL_NUM_UPDATES, LR, ...).
+set -euo pipefail
+REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x "$REPO_DIR/.venv/bin/python" ]]; then PYTHON="$REPO_DIR/.venv/bin/python"; else PYTHON=python; fi
+fi
+export PYTHON
+WORK=${1:-$REPO_DIR/work/mini-glue}
+TASKS=${TASKS:-"SST-2 RTE CoLA"}
+PACT_TASKS=${PACT_TASKS:-SST-2}
+KD_PARTS_FFN=${KD_PARTS_FFN:-1}
+RESULTS_DIR=${RESULTS_DIR:-$REPO_DIR/results}
+export JOBS=${JOBS:-$(nproc 2>/dev/null || echo 1)}
+export DATA_KIND=mini
+S=$REPO_DIR/scripts
+EXP=$WORK/exp
+mkdir -p "$WORK"
+T0=$SECONDS
+stamp() { echo "[$(date +%T)] +$((SECONDS - T0)) s: $*"; }
+
+for TASK in $TASKS; do
+  if [[ ! -d "$WORK/data/$TASK-bin/label" ]]; then
+    stamp "preparing mini-GLUE $TASK"
+    "$S/prepare_mini_glue.sh" "$WORK/data" "$TASK"
+  fi
+  if [[ ! -f "$WORK/teachers/$TASK/checkpoint_best.pt" ]]; then
+    stamp "training the FP teacher for $TASK"
+    # the teacher script reads its own recipe variables: do not pass ours on
+    env -u TOTAL_NUM_UPDATES -u WARMUP_UPDATES -u LR -u MAX_SENTENCES -u ARCH \
+      "$S/train_teacher.sh" "$TASK" "$WORK/data/$TASK-bin" "$WORK/teachers/$TASK" > "$WORK/teacher_$TASK.out" 2>&1 \
+      || { echo "error: teacher training for $TASK failed; see $WORK/teacher_$TASK.out" >&2; exit 1; }
+    tail -n 4 "$WORK/teacher_$TASK.out"
+  fi
+done
+
+status=0
+for TASK in $TASKS; do
+  args=("$TASK" "$WORK/data/$TASK-bin" "$WORK/teachers/$TASK/checkpoint_best.pt" "$EXP" cpu)
+  stamp "$TASK: group_ablation";  "$S/group_ablation.sh" "${args[@]}" || status=1
+  stamp "$TASK: kd_parts";        "$S/kd_parts.sh" "${args[@]}" || status=1
+  stamp "$TASK: kd_effect";       "$S/kd_effect.sh" "${args[@]}" || status=1
+  if [[ "$KD_PARTS_FFN" == 1 ]]; then
+    stamp "$TASK: kd_parts (FFN)"; QUANT_GROUPS=FFN "$S/kd_parts.sh" "${args[@]}" || status=1
+  fi
+  if [[ " $PACT_TASKS " == *" $TASK "* ]]; then
+    stamp "$TASK: pact_sweep";    "$S/pact_sweep.sh" "${args[@]}" || status=1
+  fi
+done
+
+stamp "tables"
+"$PYTHON" "$S/make_tables.py" "$EXP" --results-dir "$RESULTS_DIR" --clean
+stamp "done (status $status)"
+exit $status
