@@ -23,6 +23,7 @@ setup(
         "console_scripts": [
             "qbert-mini-glue=fairseq_qbert.data.mini_glue:cli_main",
             "qbert-preprocess-glue=fairseq_qbert.data.preprocess_glue:cli_main",
+            "qbert-user-dir=fairseq_qbert.user_dir:cli_main",
         ]
     },
 )

@@ -229,3 +229,20 @@ def test_pact_weight_decay_hits_only_the_clips():
     assert torch.allclose(a0, b0)  # no task gradient inside the clip
     lr, lr_scale, wd = 1e-3, 10.0, 0.5
     assert (a1 - b1).item() == pytest.approx(-lr * lr_scale * wd * b1.item(), rel=1e-4)
+
+
+def test_user_dir_works_from_any_directory_after_install(tmp_path):
+    """fairseq-train run outside the repo finds the plugin through `qbert-user-dir`."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bin_dir = Path(sys.executable).parent
+    user_dir = subprocess.run([bin_dir / "qbert-user-dir"], capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(user_dir, "__init__.py").is_file()
+    proc = subprocess.run([bin_dir / "fairseq-train", str(tmp_path), "--user-dir", user_dir, "--task",
+                           "sentence_prediction", "--num-classes", "2", "--arch", "quant_roberta_tiny", "--cpu",
+                           "--quant-groups", "FFN,BAD"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "fairseq-qbert: error: --quant-groups: unknown group 'BAD'; allowed: EMB, QKV, FFN, HEAD")
