@@ -173,6 +173,7 @@ class QuantRobertaModel(RobertaModel):
         super().__init__(args, encoder)
         self.quant = quant
         self._quantizer_index = None  # group -> [(role, quantizer)], built lazily
+        self._record_stats = True  # log quantizer statistics in this update's forwards
 
     @staticmethod
     def add_args(parser):
@@ -231,6 +232,16 @@ class QuantRobertaModel(RobertaModel):
         return self._quantizer_index
 
     # ------------------------------------------------------------------ forward
+    def set_num_updates(self, num_updates):
+        """Statistics cost an extra pass per quantizer: record them only for the updates
+        whose train_inner line fairseq logs (every --log-interval updates)."""
+        super().set_num_updates(num_updates)
+        interval = max(1, int(safe_getattr(self.args, "log_interval", 100) or 100))
+        self._record_stats = (num_updates + 1) % interval == 0
+        for entries in self.quantizers_by_group().values():
+            for _, q in entries:
+                q.record_stats = self._record_stats
+
     def forward(self, src_tokens, *args, **kwargs):
         index = self.quantizers_by_group()
         if self.training and index:
@@ -242,7 +253,7 @@ class QuantRobertaModel(RobertaModel):
                     if hasattr(q, "decay_grad_multiplier"):
                         q.decay_grad_multiplier = batch_size
         out = super().forward(src_tokens, *args, **kwargs)
-        if self.training and index:
+        if self.training and index and self._record_stats:
             self._log_quantizer_stats(index)
         return out
 

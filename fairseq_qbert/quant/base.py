@@ -15,11 +15,21 @@ training does not round the step sizes or the grid.
 """
 from typing import Callable, Optional, Tuple
 
+import abc
+import math
+
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
 EPS = 1e-8  # smallest step size / clip value: keeps learned scales strictly positive
+
+
+def _sum_of_products(a: torch.Tensor, b: torch.Tensor, shape) -> torch.Tensor:
+    """sum(a * b) reduced to ``shape`` (a dot product, no temporary, for one scale)."""
+    if math.prod(shape) == 1:
+        return torch.dot(a.reshape(-1), b.reshape(-1)).reshape(shape)
+    return (a * b).sum_to_size(shape)
 
 
 class _FakeQuantSTE(torch.autograd.Function):
@@ -43,21 +53,33 @@ class _FakeQuantSTE(torch.autograd.Function):
         s = s.clamp_min(EPS)
         ctx.save_for_backward(x, s)
         ctx.cfg = (qmin, qmax, grad_scale, inside_step_grad, tol)
-        return torch.round(torch.clamp(x / s, qmin, qmax)).mul_(s)
+        return (x / s).clamp_(qmin, qmax).round_().mul_(s)
 
     @staticmethod
     def backward(ctx, gy):
+        # Written for few passes over the tensor (fake-quant is memory-bound): with
+        # c = clamp(v), r = round(c) and the inside mask m, dy/ds = r - v*m covers the three
+        # cases at once (inside: round(v) - v; below: qmin; above: qmax), so
+        # sum(gy * dy/ds) = <gy, r> - <gy*m, v>; PACT (no inside term): <gy - gy*m, r>.
         x, s = ctx.saved_tensors
         qmin, qmax, grad_scale, inside_step_grad, tol = ctx.cfg
         v = x / s
-        below = v < qmin * (1 + tol)
-        above = v > qmax * (1 + tol)
-        gx = gy.masked_fill(below | above, 0) if ctx.needs_input_grad[0] else None
+        c = v.clamp(qmin, qmax)
+        if tol:
+            inside = (v >= qmin * (1 + tol)) & (v <= qmax * (1 + tol))
+        else:
+            inside = c == v
+        gx = gy * inside
         gs = None
         if ctx.needs_input_grad[1]:
-            d = torch.round(v) - v if inside_step_grad else torch.zeros_like(v)
-            d = torch.where(below, float(qmin), torch.where(above, float(qmax), d))
-            gs = (gy * d).sum_to_size(s.shape) * grad_scale
+            r = c.round_()
+            if inside_step_grad:
+                gs = _sum_of_products(gy, r, s.shape) - _sum_of_products(gx, v, s.shape)
+            else:
+                gs = _sum_of_products(gy - gx, r, s.shape)
+            gs = gs * grad_scale
+        if not ctx.needs_input_grad[0]:
+            gx = None
         return gx, gs, None, None, None, None, None
 
 
@@ -84,7 +106,7 @@ def straight_through(x, fn: Callable[[torch.Tensor], torch.Tensor]):
     return _StraightThrough.apply(x, fn)
 
 
-class Quantizer(nn.Module):
+class Quantizer(nn.Module, metaclass=abc.ABCMeta):
     """Fake quantizer base: lazy data-dependent init, fp32 math, statistics, checkpoint checks.
 
     Subclasses implement :meth:`fake_quant` (fp32 in, fp32 out) and store the step size
@@ -118,6 +140,9 @@ class Quantizer(nn.Module):
         self._init_known = False  # python cache of `initialized` (avoids a device sync per call)
         self._last_step: Optional[torch.Tensor] = None
         self.last_clip_fraction: Optional[torch.Tensor] = None
+        #: compute ``last_clip_fraction`` in training forwards (an extra pass over the
+        #: tensor; the model turns it on only for the updates whose statistics are logged)
+        self.record_stats = True
 
     # ----------------------------------------------------------------- helpers
     @property
@@ -142,8 +167,9 @@ class Quantizer(nn.Module):
     def initialize(self, x: torch.Tensor) -> None:  # pragma: no cover - default no-op
         """Set data-dependent parameters from the first tensor seen (fp32, detached)."""
 
+    @abc.abstractmethod
     def fake_quant(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The fake-quantized x (fp32 in, fp32 out); sets ``self._last_step``."""
 
     def scale_summary(self) -> torch.Tensor:
         """Mean step size (0-dim, detached) for logging; 0 before the first forward."""
@@ -162,7 +188,7 @@ class Quantizer(nn.Module):
                     self.initialized.fill_(1)
             self._init_known = True
         y = self.fake_quant(xf)
-        if self.training and self._last_step is not None:
+        if self.training and self.record_stats and self._last_step is not None:
             with torch.no_grad():
                 v = xf.detach() / self._last_step
                 tol = 1 + self._range_tol
