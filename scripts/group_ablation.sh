@@ -24,4 +24,4 @@ for bits in $BITS; do
   done
 done
 
-run_family group_ablation "" "LSQ weight quantization per layer group" "quantizer=LSQ" "kd=none"
+run_family group_ablation "" "LSQ weight quantization per layer group" "quantizer=LSQ" "KD=none"

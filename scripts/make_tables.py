@@ -221,7 +221,13 @@ def header(plans: List[Plan], title: str) -> str:
         c = r.get("git_commit", "unknown")
         commits[c] = commits.get(c, False) or bool(r.get("git_dirty"))
     commit = ", ".join(f"{c[:12]}" + (" (+ uncommitted changes)" if dirty else "") for c, dirty in commits.items())
-    metric = _one_or_mixed(p.metric for p in plans)
+    metrics = list(dict.fromkeys(p.metric for p in plans))
+    if len(metrics) == 1:
+        metric_line = (f"best dev {metrics[0]} over the validations of each run (fairseq's "
+                       f"`best_{metrics[0]}`)")
+    else:
+        metric_line = ("best dev metric of each task over the validations of each run (fairseq's "
+                       "`best_<metric>`)")
     meta = OrderedDict()
     for p in plans:
         for k, v in p.meta.items():
@@ -234,8 +240,7 @@ def header(plans: List[Plan], title: str) -> str:
         f"- Model: `{archs}` ({shapes}), QAT fine-tuned from the FP teacher (`{teachers}`) with "
         "`--finetune-from-model`" + (f"; {', '.join(f'{k} {v}' for k, v in meta.items())}" if meta else ""),
         f"- Recipe: {recipe}",
-        f"- Metric: best dev {metric} over the validations of each run (fairseq's `best_{metric}`); "
-        "FP = the teacher, evaluated with fairseq-validate",
+        f"- Metric: {metric_line}; FP = the teacher, evaluated with fairseq-validate",
         f"- Git commit: {commit or 'unknown'}",
         "",
     ]
@@ -327,7 +332,7 @@ def table_kd_effect(plans: List[Plan]) -> Tuple[str, List[Dict]]:
                                    ("KD", v1, texts[2 + k], kd)):
             cells.append(_cell_json(p.task, p.task, col, v, text, cell,
                                     run_dir=p.baseline_dir if col == "FP" else None))
-    metrics = _one_or_mixed(f"{p.task}: {_metric_name(p.metric)}" for p in plans)
+    metrics = ", ".join(f"{p.task}: {_metric_name(p.metric)}" for p in plans)
     body = (f"Metric per task: {metrics}. KD Effect = KD - (-KD); Diff with FP = FP - KD."
             + (f" {CONTROL_NOTE}" if with_ctl else "") + "\n\n"
             + md_table(["Task", "FP"] + (["FP ctl"] if with_ctl else []) +
@@ -355,7 +360,7 @@ def table_kd_parts(plans: List[Plan]) -> Tuple[str, List[Dict]]:
             out.append(text)
             cells.append(_cell_json(p.task, p.task, c, v, text, cell))
         rows.append(out)
-    metrics = _one_or_mixed(f"{p.task}: {_metric_name(p.metric)}" for p in plans)
+    metrics = ", ".join(f"{p.task}: {_metric_name(p.metric)}" for p in plans)
     ref = "-KD" if "-KD" in cols else "FP"
     body = (f"Metric per task: {metrics}. (delta) = change against the {ref} column"
             + (" (FP ctl: against FP)." if with_ctl else ".") + (f" {CONTROL_NOTE}" if with_ctl else "") + "\n\n"
@@ -364,8 +369,10 @@ def table_kd_parts(plans: List[Plan]) -> Tuple[str, List[Dict]]:
 
 
 def _cell_json(task, row, col, value, text, cell: Optional[Cell], run_dir=None) -> Dict:
-    return {"task": task, "row": row, "col": col, "value": value, "text": text,
-            "run": (cell.run_dir if cell is not None else run_dir),
+    run = cell.run_dir if cell is not None else run_dir
+    if run is not None:  # relative to its OUT_DIR (runs/TASK/NAME-HASH, fp/TASK/...)
+        run = os.path.join(*os.path.normpath(run).split(os.sep)[-3:])
+    return {"task": task, "row": row, "col": col, "value": value, "text": text, "run": run,
             "flags": (cell.flags if cell is not None else None)}
 
 
@@ -527,7 +534,8 @@ def make(out_dirs: Sequence[str], results_dir: str, allow_missing: bool = False,
             f.write(text)
         with open(os.path.join(results_dir, stem + ".json"), "w", encoding="utf-8") as f:
             json.dump({"table": stem, "family": family, "title": title, "cells": cells,
-                       "plans": [p.path for p in group]}, f, indent=2)
+                       "plans": [os.path.join(os.path.basename(p.out_dir), "plans", os.path.basename(p.path))
+                                 for p in group]}, f, indent=2)
             f.write("\n")
         written += [md_path, os.path.join(results_dir, stem + ".json")]
         if plots:

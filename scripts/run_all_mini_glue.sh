@@ -10,8 +10,10 @@
 #
 # Environment: TASKS (default "SST-2 RTE CoLA"), PACT_TASKS (default SST-2: the seed's PACT
 # table), KD_PARTS_FFN=1 (default) also runs the seed's "FFN 2bit" KD-parts table, JOBS
-# (parallel runs, default: number of CPUs), RESULTS_DIR, and the recipe variables of
-# scripts/lib/qat_runner.py (TOTAL_NUM_UPDATES, LR, ...).
+# (parallel runs, default: number of CPUs), RESULTS_DIR, and the QAT recipe variables of
+# scripts/lib/qat_runner.py (TOTAL_NUM_UPDATES, LR, SEED, ...; data and teachers keep their
+# own defaults). 3 tasks = 75 QAT runs + 3 FP controls + 3 teacher evaluations: about 14 min
+# on 2 CPU cores (3 of them for data and teachers); a re-run with nothing left to do: 2 s.
 set -euo pipefail
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [[ -z "${PYTHON:-}" ]]; then
@@ -34,12 +36,12 @@ stamp() { echo "[$(date +%T)] +$((SECONDS - T0)) s: $*"; }
 for TASK in $TASKS; do
   if [[ ! -d "$WORK/data/$TASK-bin/label" ]]; then
     stamp "preparing mini-GLUE $TASK"
-    "$S/prepare_mini_glue.sh" "$WORK/data" "$TASK"
+    env -u SEED "$S/prepare_mini_glue.sh" "$WORK/data" "$TASK"   # SEED here is the QAT seed
   fi
   if [[ ! -f "$WORK/teachers/$TASK/checkpoint_best.pt" ]]; then
     stamp "training the FP teacher for $TASK"
     # the teacher script reads its own recipe variables: do not pass ours on
-    env -u TOTAL_NUM_UPDATES -u WARMUP_UPDATES -u LR -u MAX_SENTENCES -u ARCH \
+    env -u TOTAL_NUM_UPDATES -u WARMUP_UPDATES -u LR -u MAX_SENTENCES -u ARCH -u SEED -u MAX_EPOCH \
       "$S/train_teacher.sh" "$TASK" "$WORK/data/$TASK-bin" "$WORK/teachers/$TASK" > "$WORK/teacher_$TASK.out" 2>&1 \
       || { echo "error: teacher training for $TASK failed; see $WORK/teacher_$TASK.out" >&2; exit 1; }
     tail -n 4 "$WORK/teacher_$TASK.out"
