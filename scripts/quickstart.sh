@@ -13,20 +13,21 @@ cd "$ROOT"
 export PYTHON="$VENV/bin/python"
 WORK="${WORK:-$ROOT/work/quickstart}"
 TASK=SST-2
+mkdir -p "$WORK"
 T0=$SECONDS
 say() { echo "[quickstart +$((SECONDS - T0))s] $*"; }
 
 if [[ ! -d "$WORK/data/$TASK-bin/label" ]]; then
   say "generating and binarizing mini-GLUE $TASK -> $WORK/data"
-  scripts/prepare_mini_glue.sh "$WORK/data" "$TASK" > "$WORK.prepare.log" 2>&1 || { cat "$WORK.prepare.log"; exit 1; }
+  scripts/prepare_mini_glue.sh "$WORK/data" "$TASK" > "$WORK/prepare.log" 2>&1 || { cat "$WORK/prepare.log"; exit 1; }
 fi
 TEACHER="$WORK/teacher/checkpoint_best.pt"
 if [[ ! -f "$TEACHER" ]]; then
   say "fine-tuning the full-precision teacher -> $WORK/teacher"
-  scripts/train_teacher.sh "$TASK" "$WORK/data/$TASK-bin" "$WORK/teacher" > "$WORK.teacher.log" 2>&1 \
-    || { tail -n 30 "$WORK.teacher.log"; exit 1; }
+  scripts/train_teacher.sh "$TASK" "$WORK/data/$TASK-bin" "$WORK/teacher" > "$WORK/teacher.log" 2>&1 \
+    || { tail -n 30 "$WORK/teacher.log"; exit 1; }
 fi
-tail -n 4 "$WORK.teacher.log" 2>/dev/null || true
+tail -n 4 "$WORK/teacher.log" 2>/dev/null || true
 
 say "4-bit LSQ QAT of EMB,QKV,FFN without and with KD -> $WORK/exp"
 BITS=4 QUANT_GROUPS=EMB,QKV,FFN KD_PARTS=trm,logits DATA_KIND=mini \
@@ -39,4 +40,4 @@ echo
 say "done. Tensorboard logs:"
 echo "  teacher: $WORK/teacher/tb"
 find "$WORK/exp" -maxdepth 4 -type d -name tb | sed 's/^/  /'
-echo "  view them with: $VENV/bin/tensorboard --logdir $WORK   (pip install tensorboard)"
+echo "  view them with: pip install tensorboard && tensorboard --logdir $WORK"
