@@ -13,3 +13,21 @@ os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
 from . import models  # noqa: E402,F401  (registers quant_roberta)
 from . import criterions  # noqa: E402,F401  (registers kd_sentence_prediction)
+
+
+def _destroy_process_group_at_exit():
+    """fairseq never destroys its process group; with gloo on CPU a worker then sometimes
+    aborts at interpreter shutdown ("terminate called without an active exception")
+    after training finished. Tear it down cleanly."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+import atexit  # noqa: E402
+
+atexit.register(_destroy_process_group_at_exit)

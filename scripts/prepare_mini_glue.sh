@@ -29,6 +29,7 @@ if [[ "$TASKS" == all || "$TASKS" == ALL ]]; then
   TASKS=$("$PYTHON" "$REPO_DIR/fairseq_qbert/data/glue_tasks.py" list)
 fi
 for TASK in ${TASKS//,/ }; do
+  TASK=$("$PYTHON" "$REPO_DIR/fairseq_qbert/data/glue_tasks.py" name "$TASK")
   "$PYTHON" -m fairseq_qbert.data.preprocess_glue --glue-dir "$OUT/glue" --task "$TASK" \
     --dest-dir "$OUT/$TASK-bin" --bpe whitespace
 done

@@ -175,8 +175,8 @@ def test_glue_tasks_cli():
     r = subprocess.run([sys.executable, os.path.join(REPO_DIR, "fairseq_qbert", "data", "glue_tasks.py"),
                         "metric", "CoLA"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "mcc"
-    r = subprocess.run([sys.executable, "-m", "fairseq_qbert.data.glue_tasks", "train-args", "WNLI"],
-                       cwd=REPO_DIR, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, os.path.join(REPO_DIR, "fairseq_qbert", "data", "glue_tasks.py"),
+                        "train-args", "WNLI"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "WNLI" in lines[0] and all(t in lines[0] for t in ALL_TASKS)

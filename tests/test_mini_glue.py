@@ -245,19 +245,21 @@ def test_cli_sizes_and_task_subset(tmp_path):
     assert len(read_tsv(out / "MNLI" / "test_matched.tsv")) == 5 + 1
 
 
-def test_cli_unknown_task_is_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "fairseq_qbert.data.mini_glue", "--out-dir",
-                        str(tmp_path / "x"), "--tasks", "SST-2,WNLI"], cwd=REPO_DIR,
-                       capture_output=True, text=True)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
+def test_cli_unknown_task_is_one_line(tmp_path, capsys):
+    from fairseq_qbert.data.mini_glue import cli_main
+
+    with pytest.raises(SystemExit) as e:
+        cli_main(["--out-dir", str(tmp_path / "x"), "--tasks", "SST-2,WNLI"])
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
     assert "WNLI" in lines[0] and all(t in lines[0] for t in ALL_TASKS)
     assert not (tmp_path / "x").exists(), "nothing written on a bad task list"
 
 
-def test_cli_rejects_bad_size(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "fairseq_qbert.data.mini_glue", "--out-dir",
-                        str(tmp_path / "x"), "--train-size", "0"], cwd=REPO_DIR,
-                       capture_output=True, text=True)
-    assert r.returncode == 2 and "positive integer" in r.stderr
+def test_cli_rejects_bad_size(tmp_path, capsys):
+    from fairseq_qbert.data.mini_glue import cli_main
+
+    with pytest.raises(SystemExit) as e:
+        cli_main(["--out-dir", str(tmp_path / "x"), "--train-size", "0"])
+    assert e.value.code == 2 and "positive integer" in capsys.readouterr().err

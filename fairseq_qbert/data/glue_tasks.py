@@ -12,12 +12,13 @@ Usage from shell scripts::
     python -m fairseq_qbert.data.glue_tasks train-args SST-2     # fairseq-train flags
     python -m fairseq_qbert.data.glue_tasks metric SST-2         # headline metric name
     python -m fairseq_qbert.data.glue_tasks list                 # known tasks
+    python fairseq_qbert/data/glue_tasks.py train-args SST-2      # same, no package import
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 # GLUE order (as in the GLUE paper / leaderboard).
@@ -282,6 +283,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ("metric", "headline metric (also --best-checkpoint-metric) of TASK"),
         ("num-classes", "number of classes (1 for regression)"),
         ("splits", "GLUE split files of TASK"),
+        ("name", "canonical spelling of TASK (sts-b -> STS-B)"),
     ):
         p = sub.add_parser(cmd, help=help_)
         p.add_argument("task")
@@ -298,6 +300,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(num_classes(args.task))
         elif args.cmd == "splits":
             print(" ".join(get_task(args.task).splits))
+        elif args.cmd == "name":
+            print(get_task(args.task).name)
     except UnknownTaskError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
