@@ -45,7 +45,10 @@ def measure(opts, flags: str) -> dict:
     labels = torch.randint(0, 2, (opts.batch_size,), device=opts.device)
     model.train()
 
+    updates = iter(range(10**9))
+
     def step():
+        model.set_num_updates(next(updates))  # as fairseq's task.train_step does
         optimizer.zero_grad(set_to_none=True)
         out = model(tokens, classification_head_name=HEAD)[0]
         torch.nn.functional.cross_entropy(out, labels).backward()
