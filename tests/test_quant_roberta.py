@@ -246,3 +246,17 @@ def test_user_dir_works_from_any_directory_after_install(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
         "fairseq-qbert: error: --quant-groups: unknown group 'BAD'; allowed: EMB, QKV, FFN, HEAD")
+
+
+def test_checkpoint_with_another_head_follows_fairseqs_rule():
+    """A head of another shape is dropped from the checkpoint and the model keeps its own
+    (fairseq's RobertaModel rule), quantized HEAD included; the encoder still loads."""
+    flags = ["--quant-groups", "FFN,HEAD", "--weight-bits", "4"]
+    three = build(extra=flags, num_classes=3)
+    two = build(extra=flags, num_classes=2)
+    own_head = copy.deepcopy(two.classification_heads[HEAD].state_dict())
+    two.load_state_dict(copy.deepcopy(three.state_dict()), strict=True)
+    for key, value in two.classification_heads[HEAD].state_dict().items():
+        assert torch.equal(value, own_head[key]), key
+    fc1 = "encoder.sentence_encoder.layers.0.fc1.weight"
+    assert torch.equal(two.state_dict()[fc1], three.state_dict()[fc1])
