@@ -8,7 +8,7 @@
 # those scripts' defaults when missing. Runs go to WORK_DIR/exp (re-running skips finished
 # runs and resumes interrupted ones), tables and plots to RESULTS_DIR (default: results/).
 #
-# Environment: TASKS (default "SST-2 RTE CoLA"), PACT_TASKS (default SST-2: the seed's PACT
+# Environment: TASKS (default "SST-2 RTE CoLA"), KD_EFFECT_TASKS (default: all eight), PACT_TASKS (default SST-2: the seed's PACT
 # table), KD_PARTS_FFN=1 (default) also runs the seed's "FFN 2bit" KD-parts table, JOBS
 # (parallel runs, default: number of CPUs), RESULTS_DIR, and the QAT recipe variables of
 # scripts/lib/qat_runner.py (TOTAL_NUM_UPDATES, LR, SEED, ...; data and teachers keep their
@@ -23,6 +23,8 @@ export PYTHON
 WORK=${1:-$REPO_DIR/work/mini-glue}
 TASKS=${TASKS:-"SST-2 RTE CoLA"}
 PACT_TASKS=${PACT_TASKS:-SST-2}
+# the KD effect table also covers the other GLUE tasks (kd_effect only: 3 runs a task)
+KD_EFFECT_TASKS=${KD_EFFECT_TASKS:-"SST-2 RTE CoLA MRPC STS-B QQP MNLI QNLI"}
 KD_PARTS_FFN=${KD_PARTS_FFN:-1}
 RESULTS_DIR=${RESULTS_DIR:-$REPO_DIR/results}
 export JOBS=${JOBS:-$(nproc 2>/dev/null || echo 1)}
@@ -33,7 +35,8 @@ mkdir -p "$WORK"
 T0=$SECONDS
 stamp() { echo "[$(date +%T)] +$((SECONDS - T0)) s: $*"; }
 
-for TASK in $TASKS; do
+ALL_TASKS=$(printf '%s\n' $TASKS $KD_EFFECT_TASKS | awk '!seen[$0]++' | tr '\n' ' ')
+for TASK in $ALL_TASKS; do
   if [[ ! -d "$WORK/data/$TASK-bin/label" ]]; then
     stamp "preparing mini-GLUE $TASK"
     env -u SEED "$S/prepare_mini_glue.sh" "$WORK/data" "$TASK"   # SEED here is the QAT seed
@@ -60,6 +63,12 @@ for TASK in $TASKS; do
   if [[ " $PACT_TASKS " == *" $TASK "* ]]; then
     stamp "$TASK: pact_sweep";    "$S/pact_sweep.sh" "${args[@]}" || status=1
   fi
+done
+
+for TASK in $KD_EFFECT_TASKS; do
+  [[ " $TASKS " == *" $TASK "* ]] && continue   # done above
+  args=("$TASK" "$WORK/data/$TASK-bin" "$WORK/teachers/$TASK/checkpoint_best.pt" "$EXP" cpu)
+  stamp "$TASK: kd_effect";       "$S/kd_effect.sh" "${args[@]}" || status=1
 done
 
 stamp "tables"
