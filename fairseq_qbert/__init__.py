@@ -3,6 +3,7 @@
 Importing this package (fairseq does it for ``--user-dir fairseq_qbert``) registers
 the ``quant_roberta`` model family and the ``kd_sentence_prediction`` criterion.
 """
+import atexit
 import os
 
 # fairseq checkpoints are pickles holding argparse.Namespace / DictConfig objects.
@@ -27,7 +28,5 @@ def _destroy_process_group_at_exit():
         except Exception:  # noqa: BLE001 - best effort at exit
             pass
 
-
-import atexit  # noqa: E402
 
 atexit.register(_destroy_process_group_at_exit)
