@@ -3,13 +3,11 @@
 Built once per pytest process with the project's own scripts (scripts/prepare_mini_glue.sh,
 scripts/train_teacher.sh), in a temporary directory removed at exit.
 """
-import atexit
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from scratch import scratch_dir, subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
@@ -24,11 +22,7 @@ _CACHE = {}
 
 def env(**overrides) -> dict:
     """Environment for the scripts: this interpreter, one thread, no stray recipe variables."""
-    e = {k: v for k, v in os.environ.items() if k not in RECIPE_VARS}
-    e.update(PYTHON=PYTHON, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore",
-             TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
-    e.update({k: str(v) for k, v in overrides.items()})
-    return e
+    return subprocess_env(drop=RECIPE_VARS, PYTHON=PYTHON, **overrides)
 
 
 def run(cmd, check=True, **env_overrides) -> subprocess.CompletedProcess:
@@ -41,11 +35,7 @@ def run(cmd, check=True, **env_overrides) -> subprocess.CompletedProcess:
 
 
 def workdir() -> Path:
-    if "root" not in _CACHE:
-        root = Path(tempfile.mkdtemp(prefix="qbert_ablation_"))
-        atexit.register(shutil.rmtree, root, ignore_errors=True)
-        _CACHE["root"] = root
-    return _CACHE["root"]
+    return scratch_dir("ablation")
 
 
 def mini_sst2():

@@ -10,19 +10,17 @@ Everything is built once per pytest process and cached in a temporary directory:
 * ``build(data, extra)``: task, model and criterion built in-process from a fairseq
   command line; ``save_checkpoint`` writes a model the way fairseq's trainer does.
 """
-import atexit
-import os
 import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 
 import torch
 
 import fairseq_qbert  # noqa: F401  (registers quant_roberta and kd_sentence_prediction)
+from scratch import scratch_dir, subprocess_env  # noqa: F401  (subprocess_env: used by tests)
 
 REPO = Path(__file__).resolve().parents[1]
 USER_DIR = str(REPO / "fairseq_qbert")
@@ -36,18 +34,7 @@ _CACHE = {}
 
 
 def workdir() -> Path:
-    if "root" not in _CACHE:
-        root = Path(tempfile.mkdtemp(prefix="qbert_kd_"))
-        atexit.register(shutil.rmtree, root, ignore_errors=True)
-        _CACHE["root"] = root
-    return _CACHE["root"]
-
-
-def subprocess_env():
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore",
-               TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
-    return env
+    return scratch_dir("kd")
 
 
 # ---------------------------------------------------------------------------- data

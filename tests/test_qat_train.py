@@ -67,7 +67,6 @@ def test_two_bit_run_completes_and_logs_quantizer_stats_to_tensorboard():
     inner = [line for line in log.splitlines() if "| train_inner |" in line]
     assert inner and all(f"qw_scale_{g}=" in inner[-1] for g in ("EMB", "QKV", "FFN"))
     assert "qa_clipped_FFN=" in inner[-1] and "qa_scale_QKV=" in inner[-1]
-    from tensorboardX.proto import event_pb2  # noqa: F401  (tensorboardX is a dependency)
     events = list((run_dir / "tb" / "train_inner").glob("events.out.tfevents.*"))
     assert events and b"qw_scale_FFN" in events[0].read_bytes()
     assert best_accuracy(log) > 0

@@ -4,12 +4,11 @@ import copy
 import pytest
 import torch
 from fairseq.models import ARCH_MODEL_REGISTRY
-from fairseq.models.roberta import RobertaModel
 
 from fairseq_qbert.errors import UsageError
 from fairseq_qbert.models.quant_attention import QuantMultiheadAttention, capture_attention_scores
 from fairseq_qbert.models.quant_roberta import group_parameter_counts
-from fairseq_qbert.quant import LSQQuantizer, PACTQuantizer
+from fairseq_qbert.quant import PACTQuantizer
 from fairseq_qbert.quant.modules import QuantEmbedding, QuantLinear
 from model_utils import HEAD, FakeTask, build, parse
 
