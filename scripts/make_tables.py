@@ -207,6 +207,15 @@ def header(plans: List[Plan], title: str) -> str:
     archs = _one_or_mixed(r.get("arch") for r in results)
     shapes = _one_or_mixed(_shape(r.get("model_config", {})) for r in results)
     teachers = _one_or_mixed(b.get("arch") for b in baselines)
+    inits = {b.get("teacher_init") for b in baselines} - {None}
+    teacher_init = ""
+    if inits == {"scratch"}:
+        teacher_init = ", trained from scratch on its task"
+    elif inits and "scratch" not in inits:
+        names = sorted({os.path.join(os.path.basename(os.path.dirname(i)), os.path.basename(i)) for i in inits})
+        teacher_init = f", fine-tuned from the pretrained `{'`, `'.join(names)}`"
+    elif inits:
+        teacher_init = ", some pretrained, some trained from scratch"
     h = [r.get("hparams", {}) for r in results]
     recipe = (f"LR {_one_or_mixed(x.get('LR') for x in h)}, "
               f"{_one_or_mixed(x.get('TOTAL_NUM_UPDATES') for x in h)} updates "
@@ -237,7 +246,7 @@ def header(plans: List[Plan], title: str) -> str:
         f"## {title}",
         "",
         f"- Data: {data}",
-        f"- Model: `{archs}` ({shapes}), QAT fine-tuned from the FP teacher (`{teachers}`) with "
+        f"- Model: `{archs}` ({shapes}), QAT fine-tuned from the FP teacher (`{teachers}`{teacher_init}) with "
         "`--finetune-from-model`" + (f"; {', '.join(f'{k} {v}' for k, v in meta.items())}" if meta else ""),
         f"- Recipe: {recipe}",
         f"- Metric: {metric_line}; FP = the teacher, evaluated with fairseq-validate",

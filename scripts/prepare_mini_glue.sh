@@ -5,7 +5,9 @@
 #
 # OUT    folder; writes OUT/glue/TASK/*.tsv (GLUE layout) and OUT/TASK-bin (fairseq binaries)
 # TASKS  comma-separated subset of CoLA,SST-2,MRPC,STS-B,QQP,MNLI,QNLI,RTE (default: all)
-# Environment: SEED (1), TRAIN_SIZE (8000), DEV_SIZE (1000), TEST_SIZE (500), PYTHON.
+# Environment: SEED (1), TRAIN_SIZE (8000), DEV_SIZE (1000), TEST_SIZE (500), PYTHON,
+#   DICT  a dictionary to binarize with (a pretrained model's dict.txt, e.g. the
+#         OUT/corpus-bin/dict.txt of scripts/pretrain_mini.sh); default: built from train.
 set -euo pipefail
 
 if [[ $# -lt 1 || $# -gt 2 ]]; then
@@ -31,5 +33,5 @@ fi
 for TASK in ${TASKS//,/ }; do
   TASK=$("$PYTHON" "$REPO_DIR/fairseq_qbert/data/glue_tasks.py" name "$TASK")
   "$PYTHON" -m fairseq_qbert.data.preprocess_glue --glue-dir "$OUT/glue" --task "$TASK" \
-    --dest-dir "$OUT/$TASK-bin" --bpe whitespace
+    --dest-dir "$OUT/$TASK-bin" --bpe whitespace ${DICT:+--dict "$DICT"}
 done

@@ -5,7 +5,10 @@
 #
 # Uses WORK_DIR/data/TASK-bin (scripts/prepare_mini_glue.sh WORK_DIR/data) and the teachers
 # WORK_DIR/teachers/TASK/checkpoint_best.pt (scripts/train_teacher.sh); either is made with
-# those scripts' defaults when missing. Runs go to WORK_DIR/exp (re-running skips finished
+# those scripts' defaults when missing. With PRETRAIN=1 (default) the teachers are fine-tuned,
+# as roberta.base is, from a masked-LM pretrained checkpoint (scripts/pretrain_mini.sh
+# WORK_DIR/pretrain, about 9 CPU minutes) and the data is binarized with its dictionary;
+# PRETRAIN=0 trains the teachers from scratch (use another WORK_DIR: the two do not mix). Runs go to WORK_DIR/exp (re-running skips finished
 # runs and resumes interrupted ones), tables and plots to RESULTS_DIR (default: results/).
 #
 # Environment: TASKS (default "SST-2 RTE CoLA"), KD_EFFECT_TASKS (default: all eight), PACT_TASKS (default SST-2: the seed's PACT
@@ -26,6 +29,7 @@ PACT_TASKS=${PACT_TASKS:-SST-2}
 # the KD effect table also covers the other GLUE tasks (kd_effect only: 3 runs a task)
 KD_EFFECT_TASKS=${KD_EFFECT_TASKS:-"SST-2 RTE CoLA MRPC STS-B QQP MNLI QNLI"}
 KD_PARTS_FFN=${KD_PARTS_FFN:-1}
+PRETRAIN=${PRETRAIN:-1}
 RESULTS_DIR=${RESULTS_DIR:-$REPO_DIR/results}
 export JOBS=${JOBS:-$(nproc 2>/dev/null || echo 1)}
 export DATA_KIND=mini
@@ -35,17 +39,28 @@ mkdir -p "$WORK"
 T0=$SECONDS
 stamp() { echo "[$(date +%T)] +$((SECONDS - T0)) s: $*"; }
 
+DATA_ENV=(env -u SEED)                 # SEED here is the QAT seed
+TEACHER_ENV=(env -u TOTAL_NUM_UPDATES -u WARMUP_UPDATES -u LR -u MAX_SENTENCES -u ARCH -u SEED -u MAX_EPOCH)
+if [[ "$PRETRAIN" == 1 ]]; then
+  if [[ ! -f "$WORK/pretrain/model.pt" ]]; then
+    stamp "masked-LM pretraining of the tiny RoBERTa -> $WORK/pretrain"
+    env -u SEED -u TOTAL_UPDATES -u WARMUP_UPDATES -u MAX_SENTENCES "$S/pretrain_mini.sh" "$WORK/pretrain" \
+      > "$WORK/pretrain.out" 2>&1 || { echo "error: pretraining failed; see $WORK/pretrain.out" >&2; exit 1; }
+  fi
+  DATA_ENV+=(DICT="$WORK/pretrain/dict.txt")
+  TEACHER_ENV+=(ROBERTA_PATH="$WORK/pretrain/model.pt" ARCH=roberta)
+fi
+
 ALL_TASKS=$(printf '%s\n' $TASKS $KD_EFFECT_TASKS | awk '!seen[$0]++' | tr '\n' ' ')
 for TASK in $ALL_TASKS; do
   if [[ ! -d "$WORK/data/$TASK-bin/label" ]]; then
     stamp "preparing mini-GLUE $TASK"
-    env -u SEED "$S/prepare_mini_glue.sh" "$WORK/data" "$TASK"   # SEED here is the QAT seed
+    "${DATA_ENV[@]}" "$S/prepare_mini_glue.sh" "$WORK/data" "$TASK" > /dev/null
   fi
   if [[ ! -f "$WORK/teachers/$TASK/checkpoint_best.pt" ]]; then
     stamp "training the FP teacher for $TASK"
     # the teacher script reads its own recipe variables: do not pass ours on
-    env -u TOTAL_NUM_UPDATES -u WARMUP_UPDATES -u LR -u MAX_SENTENCES -u ARCH -u SEED -u MAX_EPOCH \
-      "$S/train_teacher.sh" "$TASK" "$WORK/data/$TASK-bin" "$WORK/teachers/$TASK" > "$WORK/teacher_$TASK.out" 2>&1 \
+    "${TEACHER_ENV[@]}" "$S/train_teacher.sh" "$TASK" "$WORK/data/$TASK-bin" "$WORK/teachers/$TASK" > "$WORK/teacher_$TASK.out" 2>&1 \
       || { echo "error: teacher training for $TASK failed; see $WORK/teacher_$TASK.out" >&2; exit 1; }
     tail -n 4 "$WORK/teacher_$TASK.out"
   fi

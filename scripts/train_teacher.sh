@@ -10,8 +10,10 @@
 # SAVE_DIR  checkpoints, SAVE_DIR/train.log and tensorboard events in SAVE_DIR/tb
 #
 # Variables of fairseq's RoBERTa GLUE recipe, overridable from the environment:
-#   ROBERTA_PATH       pretrained model.pt; unset -> train the tiny CPU model from scratch
-#   ARCH               roberta (tiny) | roberta_base when ROBERTA_PATH is set
+#   ROBERTA_PATH       pretrained model.pt (roberta.base's, or scripts/pretrain_mini.sh's with
+#                      ARCH=roberta); unset -> train from scratch
+#   ARCH               roberta = the tiny CPU model and recipe (default without ROBERTA_PATH)
+#                      | roberta_base (default with ROBERTA_PATH) | roberta_large
 #   TOTAL_NUM_UPDATES  WARMUP_UPDATES  LR  MAX_SENTENCES (batch size)
 #   HEAD_NAME          classification head name (sentence_classification_head)
 #   NUM_CLASSES        default from the task table
@@ -61,19 +63,12 @@ SEED=${SEED:-1}
 LOG_INTERVAL=${LOG_INTERVAL:-20}
 
 MODEL_ARGS=()
-if [[ -n "${ROBERTA_PATH:-}" ]]; then
-  # fairseq's recipe: fine-tune a pretrained RoBERTa (defaults: RTE, roberta_base)
-  ARCH=${ARCH:-roberta_base}
-  TOTAL_NUM_UPDATES=${TOTAL_NUM_UPDATES:-2036}
-  WARMUP_UPDATES=${WARMUP_UPDATES:-122}
-  LR=${LR:-2e-05}
-  MAX_SENTENCES=${MAX_SENTENCES:-16}
-  MAX_EPOCH=${MAX_EPOCH:-10}
-  MODEL_ARGS+=(--restore-file "$ROBERTA_PATH" --reset-optimizer --reset-dataloader --reset-meters
-               --max-positions 512 --max-tokens 4400)
-else
-  # tiny model from scratch: learns mini-GLUE in ~1-2 CPU minutes
-  ARCH=${ARCH:-roberta}
+# ARCH picks the recipe: roberta = the tiny CPU model (2 layers x 64), anything else =
+# fairseq's RoBERTa GLUE recipe (defaults: RTE on roberta_base).
+if [[ -n "${ROBERTA_PATH:-}" ]]; then ARCH=${ARCH:-roberta_base}; else ARCH=${ARCH:-roberta}; fi
+if [[ "$ARCH" == roberta ]]; then
+  # tiny model: learns mini-GLUE in ~1-2 CPU minutes, from scratch or from the masked-LM
+  # checkpoint of scripts/pretrain_mini.sh (ROBERTA_PATH=PRETRAIN_OUT/model.pt)
   TOTAL_NUM_UPDATES=${TOTAL_NUM_UPDATES:-3000}
   WARMUP_UPDATES=${WARMUP_UPDATES:-180}
   LR=${LR:-1e-03}
@@ -84,6 +79,24 @@ else
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
   MODEL_ARGS+=(--encoder-layers 2 --encoder-embed-dim 64 --encoder-ffn-embed-dim 128
                --encoder-attention-heads 4 --max-positions 128)
+else
+  TOTAL_NUM_UPDATES=${TOTAL_NUM_UPDATES:-2036}
+  WARMUP_UPDATES=${WARMUP_UPDATES:-122}
+  LR=${LR:-2e-05}
+  MAX_SENTENCES=${MAX_SENTENCES:-16}
+  MAX_EPOCH=${MAX_EPOCH:-10}
+  MODEL_ARGS+=(--max-positions 512 --max-tokens 4400)
+fi
+if [[ -n "${ROBERTA_PATH:-}" ]]; then
+  if [[ ! -f "$ROBERTA_PATH" ]]; then echo "error: ROBERTA_PATH=$ROBERTA_PATH not found" >&2; exit 2; fi
+  # pretrained encoder (+ LM head, unused); the classification head starts fresh
+  MODEL_ARGS+=(--restore-file "$ROBERTA_PATH" --reset-optimizer --reset-dataloader --reset-meters)
+  PRETRAINED_DICT=$(dirname "$ROBERTA_PATH")/dict.txt   # roberta.base/{model.pt,dict.txt}
+  if [[ -f "$PRETRAINED_DICT" ]] && ! cmp -s "$PRETRAINED_DICT" "$DATA_BIN/input0/dict.txt"; then
+    echo "error: $DATA_BIN/input0/dict.txt differs from the pretrained model's $PRETRAINED_DICT;" \
+         "binarize the task with it (prepare_mini_glue.sh with DICT=..., qbert-preprocess-glue with --dict ...)" >&2
+    exit 2
+  fi
 fi
 
 DEVICE_ARGS=()

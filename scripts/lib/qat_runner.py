@@ -507,6 +507,7 @@ def execute(spec: Dict, run_dir: str, quiet: bool = False, threads: Optional[int
             "log": best,
             "arch": spec["hparams"]["ARCH"] if spec["kind"] == "qat" else model_cfg.get("arch", "teacher"),
             "model_config": model_cfg,
+            "teacher_init": teacher_init(spec["teacher"]) if spec["kind"] == "fp" else None,
             "data_kind": spec["data_kind"],
             "data_bin": spec["data_bin"],
             "teacher": spec["teacher"],
@@ -538,6 +539,21 @@ def execute(spec: Dict, run_dir: str, quiet: bool = False, threads: Optional[int
 # ----------------------------------------------------------------------------------------
 # the teacher's own description (for the baseline's model config)
 # ----------------------------------------------------------------------------------------
+
+
+def teacher_init(teacher: str) -> str:
+    """Where the teacher's fine-tuning started: the ``--restore-file`` it was trained with
+    (a pretrained ``model.pt``), or ``"scratch"``. Read from the checkpoint's saved config."""
+    import torch  # only here: the runner itself does not need torch
+
+    state = torch.load(teacher, map_location="cpu", weights_only=False)
+    cfg = state.get("cfg") or {}
+    restore = (cfg.get("checkpoint") or {}).get("restore_file") if cfg else None
+    if restore is None and state.get("args") is not None:  # pre-hydra checkpoints
+        restore = getattr(state["args"], "restore_file", None)
+    if not restore or os.path.basename(restore) == "checkpoint_last.pt":
+        return "scratch"
+    return restore
 
 
 def _teacher_model_config(log_path: str) -> Dict[str, object]:
