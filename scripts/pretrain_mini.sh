@@ -17,7 +17,8 @@
 #
 # Environment: SEED (corpus and training seed, 1), SENTENCES_PER_TASK (20000),
 # TOTAL_UPDATES (4000), WARMUP_UPDATES (240), PEAK_LR (1e-3), MAX_SENTENCES (32 blocks of
-# TOKENS_PER_SAMPLE=128 tokens), DEVICE=cpu|gpu, PYTHON, LOG_INTERVAL (100).
+# TOKENS_PER_SAMPLE=128 tokens), ENCODER_LAYERS (2; fine-tune with the same value),
+# DEVICE=cpu|gpu, PYTHON, LOG_INTERVAL (100).
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -62,7 +63,7 @@ fi
 if [[ ! -f "$OUT/model.pt" ]]; then
   "$(tool fairseq-train)" "$OUT/corpus-bin" \
     --task masked_lm --criterion masked_lm \
-    --arch roberta --encoder-layers 2 --encoder-embed-dim 64 --encoder-ffn-embed-dim 128 \
+    --arch roberta --encoder-layers "${ENCODER_LAYERS:-2}" --encoder-embed-dim 64 --encoder-ffn-embed-dim 128 \
     --encoder-attention-heads 4 --max-positions "$TOKENS_PER_SAMPLE" \
     --sample-break-mode complete --tokens-per-sample "$TOKENS_PER_SAMPLE" \
     --optimizer adam --adam-betas "(0.9,0.98)" --adam-eps 1e-6 --clip-norm 0.0 \

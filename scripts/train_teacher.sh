@@ -12,7 +12,8 @@
 # Variables of fairseq's RoBERTa GLUE recipe, overridable from the environment:
 #   ROBERTA_PATH       pretrained model.pt (roberta.base's, or scripts/pretrain_mini.sh's with
 #                      ARCH=roberta); unset -> train from scratch
-#   ARCH               roberta = the tiny CPU model and recipe (default without ROBERTA_PATH)
+#   ARCH               roberta = the tiny CPU model and recipe (default without ROBERTA_PATH;
+#                      ENCODER_LAYERS sets its depth, default 2)
 #                      | roberta_base (default with ROBERTA_PATH) | roberta_large
 #   TOTAL_NUM_UPDATES  WARMUP_UPDATES  LR  MAX_SENTENCES (batch size)
 #   HEAD_NAME          classification head name (sentence_classification_head)
@@ -77,7 +78,7 @@ if [[ "$ARCH" == roberta ]]; then
   # one thread: the tiny model gains nothing from more, and OpenMP spinning collapses
   # throughput when other processes share the cores
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-  MODEL_ARGS+=(--encoder-layers 2 --encoder-embed-dim 64 --encoder-ffn-embed-dim 128
+  MODEL_ARGS+=(--encoder-layers "${ENCODER_LAYERS:-2}" --encoder-embed-dim 64 --encoder-ffn-embed-dim 128
                --encoder-attention-heads 4 --max-positions 128)
 else
   TOTAL_NUM_UPDATES=${TOTAL_NUM_UPDATES:-2036}

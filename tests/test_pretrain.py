@@ -3,6 +3,7 @@ teacher fine-tuned from its checkpoint the way fairseq fine-tunes roberta.base."
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -103,6 +104,15 @@ def test_teacher_fine_tunes_from_the_pretrained_encoder(pretrained):
                 "encoder.sentence_encoder.layers.1.fc2.weight"):
         assert torch.allclose(pre[key], tuned[key], atol=1e-6), key
     assert "classification_heads.sentence_classification_head.dense.weight" in tuned
+    # what the ablation runner reads off such a teacher: its provenance and its shape
+    sys.path.insert(0, os.path.join(SCRIPTS, "lib"))
+    import qat_runner
+
+    ckpt = str(save / "checkpoint_last.pt")
+    assert qat_runner.teacher_init(ckpt) == str(out / "model.pt")
+    assert qat_runner.teacher_shape_args(ckpt) == [
+        "--encoder-layers", "2", "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
+        "--encoder-attention-heads", "4"]
 
 
 def test_teacher_refuses_data_binarized_with_another_dictionary(pretrained, small_glue_bin):

@@ -56,6 +56,7 @@ import argparse
 import concurrent.futures
 import datetime as _dt
 import fcntl
+import functools
 import hashlib
 import importlib.util
 import json
@@ -114,7 +115,8 @@ RECIPES: Dict[str, Tuple[int, int, str, int]] = {
     "STS-B": (3598, 214, "2e-05", 16),
 }
 
-# mini-GLUE on CPU: the tiny model (2 x 64), QAT for a few epochs of the 2000-row train set.
+# mini-GLUE on CPU: the tiny model (2 x 64 unless the teacher is deeper), QAT for one epoch of
+# the 8000-row train set.
 MINI_DEFAULTS = {
     "ARCH": "quant_roberta_tiny",
     "LR": "5e-04",
@@ -364,6 +366,7 @@ def train_command(spec: Dict, run_dir: str) -> List[str]:
     cmd = [_find_tool("FAIRSEQ_TRAIN", "fairseq-train"), spec["data_bin"],
            "--user-dir", USER_DIR, "--task", "sentence_prediction",
            "--arch", h["ARCH"], "--finetune-from-model", spec["teacher"]]
+    cmd += teacher_shape_args(spec["teacher"])
     cmd += gt.task_train_args(spec["task"])
     if "--criterion" not in flags:
         cmd += ["--criterion", "sentence_prediction"]
@@ -541,19 +544,46 @@ def execute(spec: Dict, run_dir: str, quiet: bool = False, threads: Optional[int
 # ----------------------------------------------------------------------------------------
 
 
-def teacher_init(teacher: str) -> str:
-    """Where the teacher's fine-tuning started: the ``--restore-file`` it was trained with
-    (a pretrained ``model.pt``), or ``"scratch"``. Read from the checkpoint's saved config."""
+@functools.lru_cache(maxsize=None)
+def _teacher_cfg(teacher: str) -> Dict[str, Dict]:
+    """The ``cfg`` saved in a fairseq checkpoint (``model`` and ``checkpoint`` sections)."""
     import torch  # only here: the runner itself does not need torch
 
     state = torch.load(teacher, map_location="cpu", weights_only=False)
-    cfg = state.get("cfg") or {}
-    restore = (cfg.get("checkpoint") or {}).get("restore_file") if cfg else None
-    if restore is None and state.get("args") is not None:  # pre-hydra checkpoints
-        restore = getattr(state["args"], "restore_file", None)
+    cfg = state.get("cfg")
+    if cfg is None and state.get("args") is not None:  # pre-hydra checkpoints
+        args = vars(state["args"])
+        return {"model": args, "checkpoint": args}
+
+    def as_dict(section):  # a dict, or an argparse.Namespace for legacy (non-dataclass) models
+        return dict(vars(section) if isinstance(section, argparse.Namespace) else (section or {}))
+
+    return {"model": as_dict(cfg.get("model")), "checkpoint": as_dict(cfg.get("checkpoint"))}
+
+
+def teacher_init(teacher: str) -> str:
+    """Where the teacher's fine-tuning started: the ``--restore-file`` it was trained with
+    (a pretrained ``model.pt``), or ``"scratch"``."""
+    restore = _teacher_cfg(teacher)["checkpoint"].get("restore_file")
     if not restore or os.path.basename(restore) == "checkpoint_last.pt":
         return "scratch"
     return restore
+
+
+# the student is initialized from the teacher (--finetune-from-model): it takes its shape
+SHAPE_FLAGS = (("encoder_layers", "--encoder-layers"), ("encoder_embed_dim", "--encoder-embed-dim"),
+               ("encoder_ffn_embed_dim", "--encoder-ffn-embed-dim"),
+               ("encoder_attention_heads", "--encoder-attention-heads"))
+
+
+def teacher_shape_args(teacher: str) -> List[str]:
+    """``--encoder-layers L --encoder-embed-dim D ...`` of the teacher checkpoint."""
+    model = _teacher_cfg(teacher)["model"]
+    out = []
+    for key, flag in SHAPE_FLAGS:
+        if model.get(key) is not None:
+            out += [flag, str(model[key])]
+    return out
 
 
 def _teacher_model_config(log_path: str) -> Dict[str, object]:
