@@ -22,6 +22,7 @@ setup(
     entry_points={
         "console_scripts": [
             "qbert-mini-glue=fairseq_qbert.data.mini_glue:cli_main",
+            "qbert-mini-corpus=fairseq_qbert.data.mini_corpus:cli_main",
             "qbert-preprocess-glue=fairseq_qbert.data.preprocess_glue:cli_main",
             "qbert-user-dir=fairseq_qbert.user_dir:cli_main",
         ]
