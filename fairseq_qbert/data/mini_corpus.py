@@ -29,7 +29,7 @@ import sys
 from typing import Iterator, List, Optional, Sequence
 
 from .glue_tasks import TASK_NAMES, UnknownTaskError, get_task, parse_tasks
-from .mini_glue import DEFAULT_SEED, _split_rows
+from .mini_glue import DEFAULT_SEED, _positive_int, _split_rows
 
 DEFAULT_SENTENCES_PER_TASK = 20000
 DEFAULT_VALID_SENTENCES_PER_TASK = 500
@@ -74,16 +74,6 @@ def write_corpus(out_dir: str, tasks: Sequence[str] | str = "all",
                         f.write(sentences[i] + "\n")
         paths.append(path)
     return paths
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def cli_main(argv: Optional[Sequence[str]] = None) -> int:
