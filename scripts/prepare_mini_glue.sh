@@ -5,7 +5,8 @@
 #
 # OUT    folder; writes OUT/glue/TASK/*.tsv (GLUE layout) and OUT/TASK-bin (fairseq binaries)
 # TASKS  comma-separated subset of CoLA,SST-2,MRPC,STS-B,QQP,MNLI,QNLI,RTE (default: all)
-# Environment: SEED (1), TRAIN_SIZE (8000), DEV_SIZE (1000), TEST_SIZE (500), PYTHON,
+# Environment: SEED (1), TRAIN_SIZE (8000, or glue: GLUE's train sizes capped at MAX_TRAIN_SIZE,
+#   default 8000), DEV_SIZE (1000), TEST_SIZE (500), PYTHON,
 #   DICT  a dictionary to binarize with (a pretrained model's dict.txt, e.g. the
 #         OUT/corpus-bin/dict.txt of scripts/pretrain_mini.sh); default: built from train.
 set -euo pipefail
@@ -24,7 +25,7 @@ fi
 export PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}"
 
 "$PYTHON" -m fairseq_qbert.data.mini_glue --out-dir "$OUT/glue" --tasks "$TASKS" \
-  --seed "${SEED:-1}" --train-size "${TRAIN_SIZE:-8000}" --dev-size "${DEV_SIZE:-1000}" \
+  --seed "${SEED:-1}" --train-size "${TRAIN_SIZE:-8000}" --max-train-size "${MAX_TRAIN_SIZE:-8000}" --dev-size "${DEV_SIZE:-1000}" \
   --test-size "${TEST_SIZE:-500}"
 
 if [[ "$TASKS" == all || "$TASKS" == ALL ]]; then

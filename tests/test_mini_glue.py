@@ -263,3 +263,18 @@ def test_cli_rejects_bad_size(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli_main(["--out-dir", str(tmp_path / "x"), "--train-size", "0"])
     assert e.value.code == 2 and "positive integer" in capsys.readouterr().err
+
+
+def test_glue_train_sizes_are_capped_and_the_cli_takes_them(tmp_path):
+    """--train-size glue: GLUE's own train sizes (RTE 2490, MRPC 3668), capped."""
+    out = tmp_path / "glue"
+    r = subprocess.run([sys.executable, "-m", "fairseq_qbert.data.mini_glue", "--out-dir", str(out),
+                        "--tasks", "RTE,MRPC,SST-2", "--train-size", "glue", "--max-train-size", "3000",
+                        "--dev-size", "5", "--test-size", "5"], cwd=REPO_DIR, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert len(read_tsv(out / "RTE" / "train.tsv")) == 2490 + 1      # header
+    assert len(read_tsv(out / "MRPC" / "train.tsv")) == 3000 + 1     # capped
+    assert len(read_tsv(out / "SST-2" / "train.tsv")) == 3000 + 1
+    r = subprocess.run([sys.executable, "-m", "fairseq_qbert.data.mini_glue", "--out-dir", str(out),
+                        "--train-size", "gleu"], cwd=REPO_DIR, capture_output=True, text=True)
+    assert r.returncode == 2 and "positive integer or 'glue'" in r.stderr

@@ -35,7 +35,8 @@ arguments give byte-identical files, and changing ``--dev-size`` does not change
 CLI::
 
     python -m fairseq_qbert.data.mini_glue --out-dir DIR [--tasks SST-2,RTE] [--seed 1]
-        [--train-size 8000] [--dev-size 1000] [--test-size 500]
+        [--train-size 8000 | --train-size glue [--max-train-size 8000]]
+        [--dev-size 1000] [--test-size 500]
 """
 from __future__ import annotations
 
@@ -51,6 +52,11 @@ DEFAULT_TRAIN_SIZE = 8000
 DEFAULT_DEV_SIZE = 1000
 DEFAULT_TEST_SIZE = 500
 DEFAULT_SEED = 1
+# Rows in the real GLUE train sets. ``--train-size glue`` uses these, capped at
+# ``--max-train-size`` (default DEFAULT_TRAIN_SIZE): the small tasks keep GLUE's sizes
+# (RTE 2490, MRPC 3668, STS-B 5749), where fine-tuning leans most on pretraining.
+GLUE_TRAIN_SIZES = {"CoLA": 8551, "SST-2": 67349, "MRPC": 3668, "STS-B": 5749, "QQP": 363846,
+                    "MNLI": 392702, "QNLI": 104743, "RTE": 2490}
 
 # ----------------------------------------------------------------------------------------
 # A tiny shared world
@@ -850,11 +856,20 @@ def _split_rows(task: str, split: str, n: int, seed: int) -> List[List[str]]:
     return GENERATORS[task](rng, n, kind)
 
 
-def write_task(out_dir: str, task: str, train_size: int = DEFAULT_TRAIN_SIZE,
+def train_rows(task: str, train_size, max_train_size: int = DEFAULT_TRAIN_SIZE) -> int:
+    """Train rows of ``task``: ``train_size`` itself, or for ``"glue"`` GLUE's own train size
+    capped at ``max_train_size``."""
+    if train_size == "glue":
+        return min(GLUE_TRAIN_SIZES[get_task(task).name], max_train_size)
+    return int(train_size)
+
+
+def write_task(out_dir: str, task: str, train_size=DEFAULT_TRAIN_SIZE,
                dev_size: int = DEFAULT_DEV_SIZE, test_size: int = DEFAULT_TEST_SIZE,
-               seed: int = DEFAULT_SEED) -> List[str]:
+               seed: int = DEFAULT_SEED, max_train_size: int = DEFAULT_TRAIN_SIZE) -> List[str]:
     """Write OUT/TASK/*.tsv; returns the written paths."""
     spec = get_task(task)
+    train_size = train_rows(spec.name, train_size, max_train_size)
     task_dir = os.path.join(out_dir, spec.name)
     os.makedirs(task_dir, exist_ok=True)
     paths = []
@@ -876,11 +891,11 @@ def write_task(out_dir: str, task: str, train_size: int = DEFAULT_TRAIN_SIZE,
     return paths
 
 
-def generate(out_dir: str, tasks: Sequence[str] | str = "all", train_size: int = DEFAULT_TRAIN_SIZE,
+def generate(out_dir: str, tasks: Sequence[str] | str = "all", train_size=DEFAULT_TRAIN_SIZE,
              dev_size: int = DEFAULT_DEV_SIZE, test_size: int = DEFAULT_TEST_SIZE,
-             seed: int = DEFAULT_SEED) -> Dict[str, List[str]]:
+             seed: int = DEFAULT_SEED, max_train_size: int = DEFAULT_TRAIN_SIZE) -> Dict[str, List[str]]:
     names = parse_tasks(tasks)
-    return {t: write_task(out_dir, t, train_size, dev_size, test_size, seed) for t in names}
+    return {t: write_task(out_dir, t, train_size, dev_size, test_size, seed, max_train_size) for t in names}
 
 
 def _positive_int(text: str) -> int:
@@ -893,6 +908,15 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _train_size(text: str):
+    if text == "glue":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'glue', got {text!r}") from None
+
+
 def cli_main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="qbert-mini-glue",
@@ -902,7 +926,11 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--tasks", default="all",
                         help=f"comma-separated subset of {','.join(TASK_NAMES)} or 'all' (default)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--train-size", type=_positive_int, default=DEFAULT_TRAIN_SIZE)
+    parser.add_argument("--train-size", type=_train_size, default=DEFAULT_TRAIN_SIZE,
+                        help=f"train rows per task, or 'glue' for GLUE's own train sizes capped at "
+                             f"--max-train-size (default {DEFAULT_TRAIN_SIZE})")
+    parser.add_argument("--max-train-size", type=_positive_int, default=DEFAULT_TRAIN_SIZE,
+                        help="cap of --train-size glue")
     parser.add_argument("--dev-size", type=_positive_int, default=DEFAULT_DEV_SIZE,
                         help="rows per dev split (MNLI: each of dev_matched, dev_mismatched)")
     parser.add_argument("--test-size", type=_positive_int, default=DEFAULT_TEST_SIZE)
@@ -912,7 +940,8 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> int:
     except UnknownTaskError as e:
         parser.exit(2, f"error: {e}\n")
     for t in tasks:
-        paths = write_task(args.out_dir, t, args.train_size, args.dev_size, args.test_size, args.seed)
+        paths = write_task(args.out_dir, t, args.train_size, args.dev_size, args.test_size, args.seed,
+                           args.max_train_size)
         print(f"{t}: " + " ".join(os.path.basename(p) for p in paths) + f" -> {os.path.join(args.out_dir, t)}")
     return 0
 
