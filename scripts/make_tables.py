@@ -84,12 +84,28 @@ def task_sort_key(family: str, task: str):
 
 
 class Cell:
-    def __init__(self, row, col, run_dir, flags, result):
-        self.row, self.col, self.run_dir, self.flags, self.result = row, col, run_dir, flags, result
+    """One table cell: the runs of one setting, one per seed; its value is their mean."""
+
+    def __init__(self, row, col, run_dirs, flags, results):
+        self.row, self.col, self.run_dirs, self.flags, self.results = row, col, run_dirs, flags, results
+
+    @property
+    def run_dir(self) -> str:
+        return self.run_dirs[0]
+
+    @property
+    def result(self) -> Optional[Dict]:
+        """The first seed's result (for the header), None until every seed has finished."""
+        return None if any(r is None for r in self.results) else self.results[0]
+
+    @property
+    def values(self) -> Optional[List[float]]:
+        return None if self.result is None else [float(r["best"]) for r in self.results]
 
     @property
     def value(self) -> Optional[float]:
-        return None if self.result is None else float(self.result["best"])
+        v = self.values
+        return None if v is None else sum(v) / len(v)
 
 
 def load_result(run_dir: str, metric: str, flags: Optional[List[str]] = None) -> Optional[Dict]:
@@ -121,13 +137,17 @@ class Plan:
         self.cols = d["cols"]
         self.baseline_dir = os.path.join(out_dir, d["baseline"])
         self.baseline = load_result(self.baseline_dir, self.metric)
-        self.control_dir = os.path.join(out_dir, d["control"]) if d.get("control") else None
-        self.control = load_result(self.control_dir, self.metric) if self.control_dir else None
+        self.seeds = d.get("seeds") or []
+        control_runs = d.get("control_runs") or ([d["control"]] if d.get("control") else [])
+        self.control_cell = None
+        if control_runs:
+            dirs = [os.path.join(out_dir, r) for r in control_runs]
+            self.control_cell = Cell("control", "FP ctl", dirs, None, [load_result(x, self.metric) for x in dirs])
         self.cells: Dict[Tuple[str, str], Cell] = {}
         for c in d["cells"]:
-            run_dir = os.path.join(out_dir, c["run"])
-            self.cells[(c["row"], c["col"])] = Cell(c["row"], c["col"], run_dir, c["flags"],
-                                                    load_result(run_dir, self.metric, c["flags"]))
+            dirs = [os.path.join(out_dir, r) for r in c.get("runs") or [c["run"]]]
+            self.cells[(c["row"], c["col"])] = Cell(
+                c["row"], c["col"], dirs, c["flags"], [load_result(x, self.metric, c["flags"]) for x in dirs])
 
     @property
     def table_name(self) -> str:
@@ -138,23 +158,29 @@ class Plan:
         return None if self.baseline is None else float(self.baseline["best"])
 
     @property
+    def control_dir(self) -> Optional[str]:
+        return None if self.control_cell is None else self.control_cell.run_dir
+
+    @property
     def ctl(self) -> Optional[float]:
-        return None if self.control is None else float(self.control["best"])
+        return None if self.control_cell is None else self.control_cell.value
+
+    def _all_cells(self) -> List[Cell]:
+        return list(self.cells.values()) + ([self.control_cell] if self.control_cell else [])
 
     def missing(self) -> List[str]:
         out = []
         if self.baseline is None:
             out.append(f"{self.task} FP baseline ({self.baseline_dir})")
-        if self.control_dir and self.control is None:
-            out.append(f"{self.task} FP control ({self.control_dir})")
-        for (row, col), cell in self.cells.items():
-            if cell.result is None:
-                out.append(f"{self.task} {row} / {col} ({cell.run_dir})")
+        for cell in self._all_cells():
+            for run_dir, result in zip(cell.run_dirs, cell.results):
+                if result is None:
+                    what = "FP control" if cell is self.control_cell else f"{cell.row} / {cell.col}"
+                    out.append(f"{self.task} {what} ({run_dir})")
         return out
 
     def results(self) -> List[Dict]:
-        return [c.result for c in self.cells.values() if c.result is not None] + \
-            ([self.control] if self.control is not None else [])
+        return [r for c in self._all_cells() for r in c.results if r is not None]
 
 
 def load_plans(out_dirs: Sequence[str]) -> List[Plan]:
@@ -193,6 +219,14 @@ def _shape(cfg: Dict) -> str:
     return s
 
 
+def _seeds_text(seeds) -> str:
+    seeds = sorted({s for s in seeds if s not in (None, "")}, key=lambda s: int(s) if s.isdigit() else 0)
+    if len(seeds) <= 1:
+        return f"seed {seeds[0] if seeds else '?'}"
+    return (f"seeds {', '.join(seeds)} (each QAT cell and FP ctl is the mean over the seeds; "
+            "the per-seed values are in the JSON)")
+
+
 def header(plans: List[Plan], title: str) -> str:
     results = [r for p in plans for r in p.results()]
     baselines = [p.baseline for p in plans if p.baseline is not None]
@@ -222,7 +256,7 @@ def header(plans: List[Plan], title: str) -> str:
               f"(warmup {_one_or_mixed(x.get('WARMUP_UPDATES') for x in h)}, "
               f"max epoch {_one_or_mixed(x.get('MAX_EPOCH') for x in h)}), "
               f"batch {_one_or_mixed(x.get('MAX_SENTENCES') for x in h)}, "
-              f"seed {_one_or_mixed(x.get('SEED') for x in h)}, "
+              f"{_seeds_text(x.get('SEED') for x in h)}, "
               f"device {_one_or_mixed(r.get('device') for r in results)}"
               + (", fp16" if any(x.get("FP16") not in (None, "", "0") for x in h) else ""))
     commits = OrderedDict()
@@ -334,7 +368,7 @@ def table_kd_effect(plans: List[Plan]) -> Tuple[str, List[Dict]]:
                  "missing" if diff is None else f"{diff:.1f}"]
         if with_ctl:
             texts.insert(1, fmt_delta(p.ctl, fp))
-            cells.append(_cell_json(p.task, p.task, "FP ctl", p.ctl, texts[1], None, run_dir=p.control_dir))
+            cells.append(_cell_json(p.task, p.task, "FP ctl", p.ctl, texts[1], p.control_cell))
         rows.append([p.task] + texts)
         k = 1 if with_ctl else 0
         for col, v, text, cell in (("FP", fp, texts[0], None), ("-KD", v0, texts[1 + k], nokd),
@@ -361,7 +395,7 @@ def table_kd_parts(plans: List[Plan]) -> Tuple[str, List[Dict]]:
         cells.append(_cell_json(p.task, p.task, "FP", p.fp, fmt(p.fp), None, run_dir=p.baseline_dir))
         if with_ctl:
             out.append(fmt_delta(p.ctl, p.fp))
-            cells.append(_cell_json(p.task, p.task, "FP ctl", p.ctl, out[-1], None, run_dir=p.control_dir))
+            cells.append(_cell_json(p.task, p.task, "FP ctl", p.ctl, out[-1], p.control_cell))
         for c in cols:
             cell = p.cells.get((row, c))
             v = cell.value if cell else None
@@ -381,8 +415,12 @@ def _cell_json(task, row, col, value, text, cell: Optional[Cell], run_dir=None) 
     run = cell.run_dir if cell is not None else run_dir
     if run is not None:  # relative to its OUT_DIR (runs/TASK/NAME-HASH, fp/TASK/...)
         run = os.path.join(*os.path.normpath(run).split(os.sep)[-3:])
-    return {"task": task, "row": row, "col": col, "value": value, "text": text, "run": run,
-            "flags": (cell.flags if cell is not None else None)}
+    out = {"task": task, "row": row, "col": col, "value": value, "text": text, "run": run,
+           "flags": (cell.flags if cell is not None else None)}
+    if cell is not None and len(cell.run_dirs) > 1:
+        out["values"] = cell.values
+        out["runs"] = [os.path.join(*os.path.normpath(d).split(os.sep)[-3:]) for d in cell.run_dirs]
+    return out
 
 
 # ----------------------------------------------------------------------------------------

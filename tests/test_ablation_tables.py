@@ -188,3 +188,28 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
     assert result["best"] == best_in_log(run_dir)
     assert (run_dir / "DONE").is_file() and not (run_dir / "checkpoints" / "checkpoint_last.pt").exists()
     assert "[skip]" in F.run(cmd, **FAST).stdout
+
+
+def test_seeds_run_every_cell_once_per_seed_and_tables_show_the_mean(tmp_path):
+    out = tmp_path / "exp"
+    results = tmp_path / "results"
+    r = family("kd_effect.sh", out, SEEDS="1 2", KD_PARTS="logits")
+    assert r.stdout.count("[done]") == 7, r.stdout  # FP baseline + (-KD, KD, control) x 2 seeds
+    p = plan(out, "kd_effect_w2_EMB-QKV-FFN_kd-logits__SST-2.json")
+    assert p["seeds"] == ["1", "2"] and len(p["control_runs"]) == 2
+    F.run([F.PYTHON, F.SCRIPTS / "make_tables.py", out, "--results-dir", results, "--no-plots"])
+    table = md_tables(results / "kd_effect_w2_EMB-QKV-FFN_kd-logits.md")
+    assert "seeds 1, 2 (each QAT cell and FP ctl is the mean" in table["text"]
+    assert table["header"][:5] == ["Task", "FP", "FP ctl", "-KD", "KD"]
+    (row,) = table["rows"]
+    cells = {c["col"]: c for c in json.load(open(results / "kd_effect_w2_EMB-QKV-FFN_kd-logits.json"))["cells"]}
+    for col, text in (("-KD", row[3]), ("KD", row[4])):
+        runs = [out / d for d in p["cells"][["-KD", "KD"].index(col)]["runs"]]
+        assert len(set(runs)) == 2
+        bests = [best_in_log(d) for d in runs]
+        seeds = [json.load(open(d / "result.json"))["hparams"]["SEED"] for d in runs]
+        assert seeds == ["1", "2"]
+        assert cells[col]["values"] == bests
+        assert cell_value(text)[0] == pytest.approx(round(sum(bests) / 2, 1), abs=0.051)
+    effect = float(row[5])
+    assert effect == pytest.approx(round(cells["KD"]["value"] - cells["-KD"]["value"], 1), abs=0.051)

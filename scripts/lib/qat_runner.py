@@ -34,7 +34,8 @@ Hyperparameters use the variable names of fairseq's RoBERTa GLUE recipe
 (examples/roberta/README.glue.md) and are read from the environment:
 
     ARCH LR TOTAL_NUM_UPDATES WARMUP_UPDATES MAX_SENTENCES  (+ MAX_EPOCH MAX_POSITIONS
-    MAX_TOKENS SEED LOG_INTERVAL FP16 KEEP_CHECKPOINTS DATA_KIND JOBS FAIRSEQ_TRAIN
+    MAX_TOKENS SEED (or SEEDS="1 2 3": every cell and the control once per seed; tables
+    show the mean) LOG_INTERVAL FP16 KEEP_CHECKPOINTS DATA_KIND JOBS FAIRSEQ_TRAIN
     FAIRSEQ_VALIDATE EXTRA_ARGS)
 
 Defaults depend on DATA_KIND (``mini`` for mini-GLUE, ``real`` for GLUE; auto-detected from
@@ -325,6 +326,15 @@ def model_config_from_log(log_path: str) -> Dict[str, object]:
 # ----------------------------------------------------------------------------------------
 # one run
 # ----------------------------------------------------------------------------------------
+
+
+def seed_list(env) -> List[str]:
+    """The seeds to run every cell with: SEEDS="1 2 3" (or "1,2,3"), else SEED, else 1."""
+    text = env.get("SEEDS", "").replace(",", " ").split() or [env.get("SEED", "") or "1"]
+    for seed in text:
+        if not seed.isdigit():
+            raise RunnerError(f"SEEDS={env.get('SEEDS', '')!r}: expected integers separated by spaces")
+    return list(dict.fromkeys(text))
 
 
 def build_spec(kind: str, task: str, data_bin: str, teacher: str, device: str,
@@ -634,18 +644,23 @@ def run_family(family: str, task: str, data_bin: str, teacher: str, out_dir: str
     base_spec = build_spec("fp", task, data_bin, teacher, device, [])
     task = base_spec["task"]
     base_dir = os.path.join(out_dir, "fp", task, "teacher-" + spec_hash(base_spec))
-    planned = []
-    for c in cells:
-        spec = build_spec("qat", task, data_bin, teacher, device, c["flags"])
-        run_dir = os.path.join(out_dir, "runs", task, f"{c['name']}-{spec_hash(spec)}")
-        planned.append((c, spec, run_dir))
+    seeds = seed_list(os.environ)
+
+    def seeded(name: str, flags: Sequence[str]) -> List[Tuple[Dict, str]]:
+        """One (spec, run dir) per seed: the seed is part of the hash, so each has its own dir."""
+        out = []
+        for seed in seeds:
+            spec = build_spec("qat", task, data_bin, teacher, device, flags, env=dict(os.environ, SEED=seed))
+            out.append((spec, os.path.join(out_dir, "runs", task, f"{name}-{spec_hash(spec)}")))
+        return out
+
+    planned = [(c, seeded(c["name"], c["flags"])) for c in cells]
     # the control: the same recipe without quantizers or KD, so that a table can tell the
     # effect of quantization from that of fine-tuning the teacher once more
     control = None
     if os.environ.get("FP_CONTROL", "1") != "0":
-        spec = build_spec("qat", task, data_bin, teacher, device, [])
-        control = ({"row": "control", "col": "FP, same recipe"}, spec,
-                   os.path.join(out_dir, "runs", task, f"fp_recipe-{spec_hash(spec)}"))
+        control = ({"row": "control", "col": "FP, same recipe"}, seeded("fp_recipe", []))
+    rel = lambda d: os.path.relpath(d, out_dir)  # noqa: E731
     plan = {
         "family": family,
         "variant": variant,
@@ -655,12 +670,15 @@ def run_family(family: str, task: str, data_bin: str, teacher: str, out_dir: str
         "device": device,
         "data_kind": base_spec["data_kind"],
         "metric": base_spec["metric"],
-        "baseline": os.path.relpath(base_dir, out_dir),
-        "control": os.path.relpath(control[2], out_dir) if control else None,
+        "baseline": rel(base_dir),
+        "seeds": seeds,
+        "control": rel(control[1][0][1]) if control else None,
+        "control_runs": [rel(d) for _, d in control[1]] if control else [],
         "rows": list(dict.fromkeys(c["row"] for c in cells)),
         "cols": list(dict.fromkeys(c["col"] for c in cells)),
-        "cells": [{"row": c["row"], "col": c["col"], "run": os.path.relpath(d, out_dir), "flags": s["flags"]}
-                  for c, s, d in planned],
+        "cells": [{"row": c["row"], "col": c["col"], "run": rel(runs[0][1]), "runs": [rel(d) for _, d in runs],
+                   "flags": runs[0][0]["flags"]}
+                  for c, runs in planned],
         "written": _now(),
     }
     os.makedirs(os.path.join(out_dir, "plans"), exist_ok=True)
@@ -676,7 +694,8 @@ def run_family(family: str, task: str, data_bin: str, teacher: str, out_dir: str
     except RunnerError as e:
         failures.append(("FP baseline", str(e)))
     # one run per distinct dir (two cells may share a run, e.g. identical settings)
-    unique = list({d: (c, s, d) for c, s, d in planned + ([control] if control else [])}.values())
+    every = [(c, spec, d) for c, runs in planned + ([control] if control else []) for spec, d in runs]
+    unique = list({item[2]: item for item in every}.values())  # run dir -> (cell, spec, dir)
     cpus = os.cpu_count() or 1
     threads = max(1, cpus // max(1, jobs)) if device == "cpu" else None
 
