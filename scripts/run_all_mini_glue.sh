@@ -26,7 +26,7 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 export PYTHON
 WORK=${1:-$REPO_DIR/work/mini-glue}
-TASKS=${TASKS:-"SST-2 RTE CoLA"}
+TASKS=${TASKS-"SST-2 RTE CoLA"}   # TASKS="" : no family but kd_effect
 PACT_TASKS=${PACT_TASKS:-SST-2}
 # the KD effect table also covers the other GLUE tasks (kd_effect only: 3 runs a task)
 KD_EFFECT_TASKS=${KD_EFFECT_TASKS:-"SST-2 RTE CoLA MRPC STS-B QQP MNLI QNLI"}
