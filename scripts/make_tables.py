@@ -62,7 +62,12 @@ def fmt_delta(v: Optional[float], ref: Optional[float]) -> str:
         return "missing"
     if ref is None:
         return fmt(v)
-    return f"{v:.1f}({v - ref:+.1f})"
+    return f"{v:.1f}({signed(v - ref)})"
+
+
+def signed(x: float) -> str:
+    """``+1.2`` / ``-0.3``; a difference that rounds to zero is ``+0.0``, never ``-0.0``."""
+    return f"{round(x, 1) + 0.0:+.1f}"
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -364,7 +369,7 @@ def table_kd_effect(plans: List[Plan]) -> Tuple[str, List[Dict]]:
         effect = None if v0 is None or v1 is None else v1 - v0
         diff = None if fp is None or v1 is None else fp - v1
         texts = [fmt(fp), fmt(v0), fmt(v1),
-                 "missing" if effect is None else f"{effect:+.1f}",
+                 "missing" if effect is None else signed(effect),
                  "missing" if diff is None else f"{diff:.1f}"]
         if with_ctl:
             texts.insert(1, fmt_delta(p.ctl, fp))
