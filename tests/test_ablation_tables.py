@@ -108,6 +108,7 @@ def test_group_ablation_and_kd_parts_tables_are_filled_from_the_logs(tmp_path):
     # group ablation: every cell = the run's best dev accuracy (result.json and its log), delta to FP
     table = md_tables(results / "group_ablation_SST-2.md")
     assert "mini-GLUE" in table["text"] and "quant_roberta_tiny" in table["text"]
+    assert "FP teacher (`roberta`, trained from scratch on its task)" in table["text"]  # its saved cfg
     assert re.search(r"Git commit: [0-9a-f]{12}", table["text"])
     assert table["fp"] == fp
     ctl_dir = out / plan(out, "group_ablation__SST-2.json")["control"]
