@@ -214,3 +214,12 @@ def test_seeds_run_every_cell_once_per_seed_and_tables_show_the_mean(tmp_path):
         assert cell_value(text)[0] == pytest.approx(round(sum(bests) / 2, 1), abs=0.051)
     effect = float(row[5])
     assert effect == pytest.approx(round(cells["KD"]["value"] - cells["-KD"]["value"], 1), abs=0.051)
+
+
+def test_seed_list_reads_seeds_then_seed_and_names_the_bad_variable():
+    assert qat_runner.seed_list({"SEEDS": "1, 2 2 3", "SEED": "9"}) == ["1", "2", "3"]
+    assert qat_runner.seed_list({"SEED": "7"}) == ["7"] and qat_runner.seed_list({}) == ["1"]
+    with pytest.raises(qat_runner.RunnerError, match=r"^SEEDS='1 x': expected non-negative integers"):
+        qat_runner.seed_list({"SEEDS": "1 x"})
+    with pytest.raises(qat_runner.RunnerError, match=r"^SEED='-1'"):
+        qat_runner.seed_list({"SEED": "-1"})

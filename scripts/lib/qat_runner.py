@@ -330,11 +330,12 @@ def model_config_from_log(log_path: str) -> Dict[str, object]:
 
 def seed_list(env) -> List[str]:
     """The seeds to run every cell with: SEEDS="1 2 3" (or "1,2,3"), else SEED, else 1."""
-    text = env.get("SEEDS", "").replace(",", " ").split() or [env.get("SEED", "") or "1"]
-    for seed in text:
-        if not seed.isdigit():
-            raise RunnerError(f"SEEDS={env.get('SEEDS', '')!r}: expected integers separated by spaces")
-    return list(dict.fromkeys(text))
+    name = "SEEDS" if env.get("SEEDS", "").strip() else "SEED"
+    seeds = env.get("SEEDS", "").replace(",", " ").split() or [env.get("SEED", "") or "1"]
+    if not all(seed.isdigit() for seed in seeds):
+        raise RunnerError(f"{name}={env.get(name, '')!r}: expected non-negative integers"
+                          + (" separated by spaces" if name == "SEEDS" else ""))
+    return list(dict.fromkeys(seeds))
 
 
 def build_spec(kind: str, task: str, data_bin: str, teacher: str, device: str,
