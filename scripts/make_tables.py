@@ -142,7 +142,6 @@ class Plan:
         self.cols = d["cols"]
         self.baseline_dir = os.path.join(out_dir, d["baseline"])
         self.baseline = load_result(self.baseline_dir, self.metric)
-        self.seeds = d.get("seeds") or []
         control_runs = d.get("control_runs") or ([d["control"]] if d.get("control") else [])
         self.control_cell = None
         if control_runs:
