@@ -5,7 +5,7 @@ setup(
     name="fairseq-qbert",
     version="0.1.0",
     description="fairseq plugin: PACT/LSQ/Q8BERT/TWN quantization-aware fine-tuning of RoBERTa with TernaryBERT-style KD",
-    packages=find_packages(include=["fairseq_qbert", "fairseq_qbert.*"]),
+    packages=find_packages(include=["qbert", "qbert.*", "fairseq_qbert", "fairseq_qbert.*"]),
     python_requires=">=3.11,<3.12",
     install_requires=[
         # fairseq 0.12.2 does not import on Python 3.11; fairseq-fixed is its 3.11 build (imports as `fairseq`).
@@ -21,8 +21,8 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "qbert-mini-glue=fairseq_qbert.data.mini_glue:cli_main",
-            "qbert-mini-corpus=fairseq_qbert.data.mini_corpus:cli_main",
+            "qbert-mini-glue=qbert.data.mini_glue:cli_main",
+            "qbert-mini-corpus=qbert.data.mini_corpus:cli_main",
             "qbert-preprocess-glue=fairseq_qbert.data.preprocess_glue:cli_main",
             "qbert-user-dir=fairseq_qbert.user_dir:cli_main",
         ]

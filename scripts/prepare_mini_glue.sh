@@ -24,15 +24,15 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 export PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}"
 
-"$PYTHON" -m fairseq_qbert.data.mini_glue --out-dir "$OUT/glue" --tasks "$TASKS" \
+"$PYTHON" -m qbert.data.mini_glue --out-dir "$OUT/glue" --tasks "$TASKS" \
   --seed "${SEED:-1}" --train-size "${TRAIN_SIZE:-8000}" --max-train-size "${MAX_TRAIN_SIZE:-8000}" --dev-size "${DEV_SIZE:-1000}" \
   --test-size "${TEST_SIZE:-500}"
 
 if [[ "$TASKS" == all || "$TASKS" == ALL ]]; then
-  TASKS=$("$PYTHON" "$REPO_DIR/fairseq_qbert/data/glue_tasks.py" list)
+  TASKS=$("$PYTHON" -m qbert.data.glue_tasks list)
 fi
 for TASK in ${TASKS//,/ }; do
-  TASK=$("$PYTHON" "$REPO_DIR/fairseq_qbert/data/glue_tasks.py" name "$TASK")
+  TASK=$("$PYTHON" -m qbert.data.glue_tasks name "$TASK")
   "$PYTHON" -m fairseq_qbert.data.preprocess_glue --glue-dir "$OUT/glue" --task "$TASK" \
     --dest-dir "$OUT/$TASK-bin" --bpe whitespace ${DICT:+--dict "$DICT"}
 done

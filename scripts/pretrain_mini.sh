@@ -5,7 +5,7 @@
 #
 #   scripts/pretrain_mini.sh OUT
 #
-# Writes OUT/corpus/{train,valid}.txt (fairseq_qbert.data.mini_corpus),
+# Writes OUT/corpus/{train,valid}.txt (qbert.data.mini_corpus),
 #        OUT/corpus-bin/ (fairseq-preprocess --only-source; its dict.txt, copied to OUT/dict.txt,
 #                         is the dictionary every task must be binarized with:
 #                         prepare_mini_glue.sh with DICT=OUT/dict.txt),
@@ -52,7 +52,7 @@ esac
 
 mkdir -p "$OUT"
 if [[ ! -f "$OUT/corpus-bin/dict.txt" ]]; then
-  "$PYTHON" -m fairseq_qbert.data.mini_corpus --out-dir "$OUT/corpus" --seed "$SEED" \
+  "$PYTHON" -m qbert.data.mini_corpus --out-dir "$OUT/corpus" --seed "$SEED" \
     --sentences-per-task "$SENTENCES_PER_TASK"
   rm -rf "$OUT/corpus-bin.tmp"
   "$(tool fairseq-preprocess)" --only-source --trainpref "$OUT/corpus/train.txt" \

@@ -4,7 +4,7 @@
 #   scripts/train_teacher.sh TASK DATA_BIN SAVE_DIR [extra fairseq-train args...]
 #
 # TASK      one of CoLA SST-2 MRPC STS-B QQP MNLI QNLI RTE (task flags come from
-#           fairseq_qbert/data/glue_tasks.py: --num-classes / --regression-target,
+#           qbert/data/glue_tasks.py: --num-classes / --regression-target,
 #           --init-token 0 --separator-token 2, --report-* metrics, best-checkpoint metric)
 # DATA_BIN  output of qbert-preprocess-glue (input0/ [input1/] label/)
 # SAVE_DIR  checkpoints, SAVE_DIR/train.log and tensorboard events in SAVE_DIR/tb
@@ -45,7 +45,7 @@ fi
 export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1
 
 # Task table (run as a plain file: no fairseq import, no plugin import).
-GLUE_TASKS="$PYTHON $REPO_DIR/fairseq_qbert/data/glue_tasks.py"
+GLUE_TASKS="$PYTHON -m qbert.data.glue_tasks"
 TASK_ARGS=$($GLUE_TASKS train-args "$TASK") || exit 2
 METRIC=$($GLUE_TASKS metric "$TASK")
 TASK_NUM_CLASSES=$($GLUE_TASKS num-classes "$TASK")

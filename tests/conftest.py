@@ -4,11 +4,13 @@ import sys
 
 import pytest
 
-REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_DIR not in sys.path:
-    sys.path.insert(0, REPO_DIR)
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_DIR = os.path.dirname(TESTS_DIR)
+for _path in (REPO_DIR, TESTS_DIR):  # the packages, and the shared helper modules here
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
-# torch >= 2.6 refuses fairseq checkpoints without it (see DESIGN.md)
+# torch >= 2.6 refuses fairseq checkpoints without it (see ../shared/DESIGN.md, "Traps")
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
 ALL_TASKS = ("CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE")
@@ -26,7 +28,7 @@ def read_tsv(path):
 @pytest.fixture(scope="session")
 def small_glue(tmp_path_factory):
     """All eight tasks, small, in the GLUE layout: returns the GLUE folder."""
-    from fairseq_qbert.data import mini_glue
+    from qbert.data import mini_glue
 
     out = str(tmp_path_factory.mktemp("mini_glue_small"))
     mini_glue.generate(out, "all", seed=1, **SMALL_SIZES)
@@ -43,3 +45,11 @@ def small_glue_bin(small_glue, tmp_path_factory):
     for task in ALL_TASKS:
         out[task] = preprocess_task(small_glue, task, str(root / f"{task}-bin"), bpe="whitespace")
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Everything under tests/integration/ is ``slow`` (fairseq-train runs, real training)."""
+    integration = os.path.join(TESTS_DIR, "integration") + os.sep
+    for item in items:
+        if str(item.fspath).startswith(integration):
+            item.add_marker(pytest.mark.slow)

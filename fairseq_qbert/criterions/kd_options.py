@@ -1,11 +1,11 @@
 """Parsing and checking of the ``--kd-parts`` and ``--kd-layer-map`` flags (no fairseq).
 
-Every error is a :class:`fairseq_qbert.errors.UsageError` with a one-line message that
+Every error is a :class:`qbert.errors.ConfigError` with a one-line message that
 names the flag.
 """
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
-from fairseq_qbert.errors import UsageError
+from qbert.errors import ConfigError
 
 #: the parts one can distil (``output`` = last layer's hidden state only)
 PARTS = ("logits", "hidden", "attn", "output")
@@ -20,7 +20,7 @@ def parse_kd_parts(spec: str) -> FrozenSet[str]:
     names = [p.strip().lower() for p in str(spec or "").split(",") if p.strip()]
     allowed = ", ".join(PARTS + tuple(SHORTHANDS))
     if not names:
-        raise UsageError(f"--kd-parts is empty; give a comma list of: {allowed}")
+        raise ConfigError(f"--kd-parts is empty; give a comma list of: {allowed}")
     parts = set()
     for name in names:
         if name in SHORTHANDS:
@@ -28,9 +28,9 @@ def parse_kd_parts(spec: str) -> FrozenSet[str]:
         elif name in PARTS:
             parts.add(name)
         else:
-            raise UsageError(f"--kd-parts: unknown part '{name}'; allowed: {allowed}")
+            raise ConfigError(f"--kd-parts: unknown part '{name}'; allowed: {allowed}")
     if "output" in parts and "hidden" in parts:
-        raise UsageError("--kd-parts: 'output' (last layer's hidden state) is already part of "
+        raise ConfigError("--kd-parts: 'output' (last layer's hidden state) is already part of "
                          "'hidden' (or 'trm'); give one of them")
     return frozenset(parts)
 
@@ -51,14 +51,14 @@ def parse_layer_map(spec: Optional[str]) -> Optional[Dict[int, int]]:
                 raise ValueError
             s, t = int(fields[0]), int(fields[1])
         except ValueError:
-            raise UsageError(f"--kd-layer-map: bad entry '{item}'; expected STUDENT:TEACHER layer "
+            raise ConfigError(f"--kd-layer-map: bad entry '{item}'; expected STUDENT:TEACHER layer "
                              "numbers, e.g. '1:2,2:4' (0 = embedding output)") from None
         if s < 0 or t < 0:
-            raise UsageError(f"--kd-layer-map: negative layer in '{item}'")
+            raise ConfigError(f"--kd-layer-map: negative layer in '{item}'")
         if s in mapping:
-            raise UsageError(f"--kd-layer-map: student layer {s} is mapped twice")
+            raise ConfigError(f"--kd-layer-map: student layer {s} is mapped twice")
         if (s == 0) != (t == 0):
-            raise UsageError(f"--kd-layer-map: '{item}' maps an embedding output (layer 0) to a "
+            raise ConfigError(f"--kd-layer-map: '{item}' maps an embedding output (layer 0) to a "
                              "transformer layer; 0 may only map to 0")
         mapping[s] = t
     return mapping
@@ -71,10 +71,10 @@ def check_layer_map(mapping: Optional[Dict[int, int]], student_layers: Optional[
         return
     for s, t in sorted(mapping.items()):
         if student_layers is not None and s > student_layers:
-            raise UsageError(f"--kd-layer-map: student layer {s} does not exist; the student "
+            raise ConfigError(f"--kd-layer-map: student layer {s} does not exist; the student "
                              f"has {student_layers} layers (0 = embedding output)")
         if teacher_layers is not None and t > teacher_layers:
-            raise UsageError(f"--kd-layer-map: teacher layer {t} does not exist; the teacher "
+            raise ConfigError(f"--kd-layer-map: teacher layer {t} does not exist; the teacher "
                              f"has {teacher_layers} layers (0 = embedding output)")
 
 

@@ -51,7 +51,7 @@ from fairseq.criterions.sentence_prediction import (
 )
 from fairseq.logging import metrics
 
-from fairseq_qbert.errors import UsageError
+from qbert.errors import ConfigError, entry_point
 
 from . import kd_losses
 from .kd_options import check_layer_map, layer_pairs, parse_kd_parts, parse_layer_map
@@ -94,6 +94,7 @@ class KDSentencePredictionConfig(SentencePredictionConfig):
 class KDSentencePredictionCriterion(SentencePredictionCriterion):
     """``sentence_prediction`` with TernaryBERT knowledge distillation (see module docstring)."""
 
+    @entry_point  # a fairseq hook: a bad flag or teacher is one line and exit 1
     def __init__(self, cfg: KDSentencePredictionConfig, task):
         super().__init__(cfg, task)
         self.parts = parse_kd_parts(cfg.kd_parts)
@@ -101,14 +102,14 @@ class KDSentencePredictionCriterion(SentencePredictionCriterion):
                         "attn": cfg.kd_attn_weight, "label": cfg.kd_label_weight}
         for name, value in self.weights.items():
             if not value >= 0:
-                raise UsageError(f"--kd-{name}-weight must be >= 0, got {value}")
+                raise ConfigError(f"--kd-{name}-weight must be >= 0, got {value}")
         if not cfg.kd_temperature > 0:
-            raise UsageError(f"--kd-temperature must be > 0, got {cfg.kd_temperature}")
+            raise ConfigError(f"--kd-temperature must be > 0, got {cfg.kd_temperature}")
         self.temperature = float(cfg.kd_temperature)
         used = {"output": "hidden"}
         if not any(self.weights[used.get(p, p)] > 0 for p in self.parts) \
                 and self.weights["label"] == 0:
-            raise UsageError("every loss weight of --kd-parts "
+            raise ConfigError("every loss weight of --kd-parts "
                              f"{cfg.kd_parts} and --kd-label-weight is 0: nothing to train")
         if self.regression_target and "logits" in self.parts and self.temperature != 1.0:
             logger.warning("--kd-temperature is ignored for regression (--regression-target)")
@@ -136,34 +137,34 @@ class KDSentencePredictionCriterion(SentencePredictionCriterion):
             layers = len(encoder.layers)
             embed_dim = encoder.embed_tokens.embedding_dim
         except AttributeError:
-            raise UsageError("--criterion kd_sentence_prediction needs a RoBERTa-family student "
+            raise ConfigError("--criterion kd_sentence_prediction needs a RoBERTa-family student "
                              f"(roberta*, quant_roberta*), got {type(model).__name__}") from None
         args = getattr(model, "args", None)
         if self.need_hidden and embed_dim != teacher.embed_dim:
             part = "hidden" if "hidden" in self.parts else "output"
-            raise UsageError(f"--kd-parts {part}: teacher hidden size {teacher.embed_dim} != "
+            raise ConfigError(f"--kd-parts {part}: teacher hidden size {teacher.embed_dim} != "
                              f"student hidden size {embed_dim}; use --kd-parts logits or attn, "
                              "or a teacher of the student's width")
         if self.need_attn:
             attentions = [m for m in model.modules() if isinstance(m, QuantMultiheadAttention)]
             if not attentions:
-                raise UsageError("--kd-parts attn needs a quant_roberta student (its attention "
+                raise ConfigError("--kd-parts attn needs a quant_roberta student (its attention "
                                  f"exposes the scores); got {type(model).__name__}")
             heads = attentions[0].num_heads
             if heads != teacher.num_heads:
-                raise UsageError(f"--kd-parts attn: teacher has {teacher.num_heads} attention "
+                raise ConfigError(f"--kd-parts attn: teacher has {teacher.num_heads} attention "
                                  f"heads per layer but the student has {heads}")
             if getattr(args, "checkpoint_activations", False):
-                raise UsageError("--kd-parts attn does not work with --checkpoint-activations "
+                raise ConfigError("--kd-parts attn does not work with --checkpoint-activations "
                                  "(the scores of the recomputed forward are not captured)")
         if (self.need_hidden or self.need_attn) and (getattr(args, "encoder_layerdrop", 0) or 0) > 0:
-            raise UsageError("--kd-parts hidden/attn/output need every layer: "
+            raise ConfigError("--kd-parts hidden/attn/output need every layer: "
                              "--encoder-layerdrop must be 0")
         check_layer_map(self.layer_map, layers, teacher.num_layers)
         pairs = {p: layer_pairs(p, self.layer_map, layers, teacher.num_layers)
                  for p in self.parts if p != "logits"}
         if "attn" in pairs and not pairs["attn"]:
-            raise UsageError("--kd-layer-map maps no transformer layer (only 0:0), "
+            raise ConfigError("--kd-layer-map maps no transformer layer (only 0:0), "
                              "so --kd-parts attn has nothing to compare")
         if self.layer_map is None and layers != teacher.num_layers:
             logger.info(f"KD: student has {layers} layers, teacher {teacher.num_layers}; "
@@ -174,11 +175,12 @@ class KDSentencePredictionCriterion(SentencePredictionCriterion):
         self.pairs = pairs
 
     # ------------------------------------------------------------------ forward
+    @entry_point
     def forward(self, model, sample, reduce=True):
         """Loss, sample size (= number of sentences) and logging outputs of one batch."""
         head = self.classification_head_name
         if not (hasattr(model, "classification_heads") and head in model.classification_heads):
-            raise UsageError(f"the model has no classification head '{head}' "
+            raise ConfigError(f"the model has no classification head '{head}' "
                              "(--classification-head-name)")
         if self.pairs is None:
             self._check_student(model)

@@ -12,8 +12,9 @@ module registration, so the trainer never optimizes, casts, moves, saves, restor
 switches it to train mode. It is frozen (``requires_grad=False``), in ``eval()``, runs
 under ``torch.no_grad()`` and follows the student's device and dtype on first use.
 
-Every problem found in the file is a one-line :class:`~fairseq_qbert.errors.UsageError`
-raised while the criterion is built, i.e. before training.
+Every problem found in the file is a one-line :class:`~qbert.errors.CheckpointError`
+(a missing flag: :class:`~qbert.errors.ConfigError`) raised while the criterion is built,
+i.e. before training; the criterion turns it into the command line's one-line error.
 """
 import contextlib
 import logging
@@ -24,7 +25,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from fairseq_qbert.errors import UsageError
+from qbert.errors import CheckpointError, ConfigError, QBertError
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def _model_args(state, path: str) -> Namespace:
     if source is None:
         source = state.get("args")
     if source is None:
-        raise UsageError(f"--teacher-path {path}: the checkpoint stores no model arguments "
+        raise CheckpointError(f"--teacher-path {path}: the checkpoint stores no model arguments "
                          "('cfg.model' or 'args'); is it a fairseq checkpoint?")
     if isinstance(source, DictConfig):
         return Namespace(**OmegaConf.to_container(source, resolve=True))
@@ -133,7 +134,7 @@ class Teacher:
             self.model.eval()
         length = net_input["src_tokens"].size(1)
         if self.max_positions is not None and length > self.max_positions:
-            raise UsageError(f"--teacher-path {self.path}: a batch has sentences of {length} tokens "
+            raise ConfigError(f"--teacher-path {self.path}: a batch has sentences of {length} tokens "
                              f"but the teacher has only {self.max_positions} positions; "
                              f"use --max-positions {self.max_positions} --shorten-method truncate "
                              "or a teacher trained with more positions")
@@ -149,7 +150,7 @@ class Teacher:
 def load_teacher(path: str, task, head_name: str, regression_target: bool) -> Teacher:
     """Read ``path`` (a fairseq checkpoint) and return the frozen teacher for ``task``.
 
-    Checks, each a one-line UsageError: the file exists and is a readable fairseq
+    Checks, each a one-line CheckpointError: the file exists and is a readable fairseq
     checkpoint of a RoBERTa-family model; it holds no quantizer state (the teacher must be
     full precision); its vocabulary size equals the task dictionary's; it has the head
     ``head_name`` with the task's number of outputs and the same classification/regression
@@ -164,22 +165,22 @@ def load_teacher(path: str, task, head_name: str, regression_target: bool) -> Te
     from fairseq_qbert.models.quant_roberta import QuantRobertaModel
 
     if not path:
-        raise UsageError("--criterion kd_sentence_prediction needs --teacher-path "
+        raise ConfigError("--criterion kd_sentence_prediction needs --teacher-path "
                          "(a fairseq checkpoint of the fine-tuned full-precision model)")
     if not os.path.isfile(path):
-        raise UsageError(f"--teacher-path {path}: no such file")
+        raise CheckpointError(f"--teacher-path {path}: no such file")
     try:
         state = checkpoint_utils.load_checkpoint_to_cpu(path)
     except Exception as e:  # unreadable, truncated, not a pickle, ...
-        raise UsageError(f"--teacher-path {path}: cannot read it as a fairseq checkpoint "
+        raise CheckpointError(f"--teacher-path {path}: cannot read it as a fairseq checkpoint "
                          f"({_first_line(e)})") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise UsageError(f"--teacher-path {path}: not a fairseq checkpoint (no 'model' state dict)")
+        raise CheckpointError(f"--teacher-path {path}: not a fairseq checkpoint (no 'model' state dict)")
     args = _model_args(state, path)
     arch = getattr(args, "arch", None) or getattr(args, "_name", None)
     model_cls = ARCH_MODEL_REGISTRY.get(arch)
     if model_cls is None or not issubclass(model_cls, RobertaModel):
-        raise UsageError(f"--teacher-path {path}: the teacher's arch is '{arch}'; a RoBERTa-family "
+        raise CheckpointError(f"--teacher-path {path}: the teacher's arch is '{arch}'; a RoBERTa-family "
                          "model (roberta*, quant_roberta*) is needed")
 
     state_dict = state["model"]
@@ -189,31 +190,31 @@ def load_teacher(path: str, task, head_name: str, regression_target: bool) -> Te
     quantized = [k for k in state_dict if ".weight_quantizer." in k or ".input_quantizer." in k]
     if quantized:
         module = quantized[0].split("_quantizer.")[0].rsplit(".", 1)[0]
-        raise UsageError(f"--teacher-path {path}: the teacher is quantized (quantizer state for "
+        raise CheckpointError(f"--teacher-path {path}: the teacher is quantized (quantizer state for "
                          f"'{module}' and {len(quantized) - 1} more keys); give the "
                          "full-precision fine-tuned model")
     if EMBED_KEY not in state_dict:
-        raise UsageError(f"--teacher-path {path}: no '{EMBED_KEY}' in the checkpoint; "
+        raise CheckpointError(f"--teacher-path {path}: no '{EMBED_KEY}' in the checkpoint; "
                          "is it a RoBERTa checkpoint?")
     vocab = state_dict[EMBED_KEY].size(0)
     if vocab != len(task.source_dictionary):
-        raise UsageError(f"--teacher-path {path}: teacher vocabulary has {vocab} entries but the "
+        raise CheckpointError(f"--teacher-path {path}: teacher vocabulary has {vocab} entries but the "
                          f"task dictionary has {len(task.source_dictionary)}; the teacher must be "
                          "fine-tuned on the same binarized data (same dict.txt)")
     heads = _heads(state_dict)
     if head_name not in heads:
         have = ", ".join(sorted(heads)) or "none"
-        raise UsageError(f"--teacher-path {path}: the teacher has no classification head "
+        raise CheckpointError(f"--teacher-path {path}: the teacher has no classification head "
                          f"'{head_name}' (it has: {have}); see --classification-head-name")
     num_classes = task.cfg.num_classes
     teacher_classes = heads[head_name][0]
     if teacher_classes != num_classes:
-        raise UsageError(f"--teacher-path {path}: the teacher's head '{head_name}' has "
+        raise CheckpointError(f"--teacher-path {path}: the teacher's head '{head_name}' has "
                          f"{teacher_classes} outputs but the task has --num-classes {num_classes}")
     teacher_regression = _stored_regression_target(state)
     if teacher_regression is not None and teacher_regression != bool(regression_target):
         kind = lambda r: "regression" if r else "classification"  # noqa: E731
-        raise UsageError(f"--teacher-path {path}: the teacher was trained for "
+        raise CheckpointError(f"--teacher-path {path}: the teacher was trained for "
                          f"{kind(teacher_regression)} but this run does {kind(regression_target)} "
                          "(--regression-target)")
 
@@ -232,10 +233,10 @@ def load_teacher(path: str, task, head_name: str, regression_target: bool) -> Te
         for name, (classes, inner_dim) in heads.items():
             model.register_classification_head(name, num_classes=classes, inner_dim=inner_dim)
         model.load_state_dict(state_dict, strict=True, model_cfg=None)
-    except UsageError as e:
-        raise UsageError(f"--teacher-path {path}: {e.message}") from None
+    except QBertError as e:
+        raise CheckpointError(f"--teacher-path {path}: {e.message}") from None
     except Exception as e:
-        raise UsageError(f"--teacher-path {path}: cannot build the teacher from it "
+        raise CheckpointError(f"--teacher-path {path}: cannot build the teacher from it "
                          f"({_first_line(e)})") from None
     finally:
         model_logger.setLevel(level)

@@ -36,14 +36,15 @@ import shutil
 import sys
 from typing import Iterable, List, Optional, Sequence
 
-from .glue_tasks import TASK_NAMES, UnknownTaskError, check_label_symbols, get_task
+from qbert.errors import DataError
+from qbert.data.glue_tasks import TASK_NAMES, UnknownTaskError, check_label_symbols, get_task
 
 logger = logging.getLogger(__name__)
 
 BPE_CHOICES = ("whitespace", "gpt2")
 
 
-class PreprocessError(Exception):
+class PreprocessError(DataError):
     """A one-line, user-facing problem with the inputs (raised before any work)."""
 
 

@@ -9,8 +9,9 @@ and fails with a one-line message naming the flag and the allowed values.
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-from fairseq_qbert.quant import ACT_QUANTIZERS, WEIGHT_QUANTIZERS, build_quantizer
-from fairseq_qbert.quant.groups import GROUPS, parse_quant_groups, validate_bits
+from qbert.quant import ACT_QUANTIZERS, WEIGHT_QUANTIZERS, build_quantizer
+from qbert.errors import ConfigError
+from qbert.groups import GROUPS, parse_quant_groups, validate_bits
 
 # How an optimizer's update depends on the gradient's scale decides how PACT's clip is
 # reparametrized (alpha = c * clip_raw) to realise --pact-lr-scale (see quant/pact.py).
@@ -18,10 +19,6 @@ ADAPTIVE_OPTIMIZERS = ("adam", "adamax", "adagrad", "adadelta", "adafactor", "la
 LINEAR_OPTIMIZERS = ("sgd", "nag")
 
 PACT_DEFAULTS = {"pact_init_clip": 1.0, "pact_lr_scale": 1000.0, "pact_weight_decay": 0.5}
-
-
-class QuantArgError(ValueError):
-    """A quantization flag has a bad value; the message names the flag and what is allowed."""
 
 
 def add_quant_args(parser):
@@ -66,31 +63,25 @@ class QuantSettings:
 
     @classmethod
     def from_args(cls, args) -> "QuantSettings":
-        """Read and check the flags on a fairseq args namespace; raise :class:`QuantArgError`."""
+        """Read and check the flags on a fairseq args namespace; raise :class:`ConfigError`."""
         get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
         weight_q = get("weight_quantizer", "lsq")
         if weight_q not in WEIGHT_QUANTIZERS:
-            raise QuantArgError(f"--weight-quantizer: unknown quantizer '{weight_q}'; allowed: {', '.join(WEIGHT_QUANTIZERS)}")
+            raise ConfigError(f"--weight-quantizer: unknown quantizer '{weight_q}'; allowed: {', '.join(WEIGHT_QUANTIZERS)}")
         default_bits = get("weight_bits", 8)
-        try:
-            validate_bits("--weight-bits", default_bits)
-            group_bits = parse_quant_groups(get("quant_groups", "") or "", default_bits)
-        except ValueError as e:
-            raise QuantArgError(str(e)) from None
+        validate_bits("--weight-bits", default_bits)
+        group_bits = parse_quant_groups(get("quant_groups", "") or "", default_bits)
         act_bits = get("act_bits", 0) or 0
         act_q = get("act_quantizer", None)
         if act_bits:
-            try:
-                validate_bits("--act-bits", act_bits)
-            except ValueError as e:
-                raise QuantArgError(str(e)) from None
+            validate_bits("--act-bits", act_bits)
             act_q = act_q or "lsq"
             if act_q not in ACT_QUANTIZERS:
-                raise QuantArgError(f"--act-quantizer: unknown quantizer '{act_q}'; allowed: {', '.join(ACT_QUANTIZERS)}")
+                raise ConfigError(f"--act-quantizer: unknown quantizer '{act_q}'; allowed: {', '.join(ACT_QUANTIZERS)}")
         elif act_q is not None:
-            raise QuantArgError(f"--act-quantizer {act_q} needs --act-bits N (N in 2..8); --act-bits is 0 (activations full precision)")
+            raise ConfigError(f"--act-quantizer {act_q} needs --act-bits N (N in 2..8); --act-bits is 0 (activations full precision)")
         if act_bits and not group_bits:
-            raise QuantArgError("--act-bits needs --quant-groups: activations are quantized at the inputs of the quantized groups' Linears")
+            raise ConfigError("--act-bits needs --quant-groups: activations are quantized at the inputs of the quantized groups' Linears")
         if weight_q == "twn" and any(b != 2 for b in group_bits.values()):
             group_bits = {g: 2 for g in group_bits}  # ternary has no bit width: 3 levels
 
@@ -100,14 +91,14 @@ class QuantSettings:
             value = get(name, None)
             if value is not None and not uses_pact:
                 flag = "--" + name.replace("_", "-")
-                raise QuantArgError(f"{flag} is a PACT flag but PACT is not used; pass --weight-quantizer pact or --act-quantizer pact")
+                raise ConfigError(f"{flag} is a PACT flag but PACT is not used; pass --weight-quantizer pact or --act-quantizer pact")
             pact[name] = default if value is None else value
         if pact["pact_init_clip"] <= 0:
-            raise QuantArgError(f"--pact-init-clip must be > 0, got {pact['pact_init_clip']}")
+            raise ConfigError(f"--pact-init-clip must be > 0, got {pact['pact_init_clip']}")
         if pact["pact_lr_scale"] <= 0:
-            raise QuantArgError(f"--pact-lr-scale must be > 0, got {pact['pact_lr_scale']}")
+            raise ConfigError(f"--pact-lr-scale must be > 0, got {pact['pact_lr_scale']}")
         if pact["pact_weight_decay"] < 0:
-            raise QuantArgError(f"--pact-weight-decay must be >= 0, got {pact['pact_weight_decay']}")
+            raise ConfigError(f"--pact-weight-decay must be >= 0, got {pact['pact_weight_decay']}")
 
         optimizer_kind = "adaptive"
         if uses_pact:
@@ -116,7 +107,7 @@ class QuantSettings:
             if optimizer in LINEAR_OPTIMIZERS:
                 optimizer_kind = "linear"
             elif optimizer not in ADAPTIVE_OPTIMIZERS:
-                raise QuantArgError(
+                raise ConfigError(
                     f"--pact-lr-scale: do not know how --optimizer {optimizer} scales updates; "
                     f"supported: {', '.join(ADAPTIVE_OPTIMIZERS + LINEAR_OPTIMIZERS)}")
         return cls(group_bits=group_bits, weight_quantizer=weight_q, act_bits=act_bits,

@@ -3,7 +3,7 @@
 Same parameter names as fairseq's ``roberta`` (so ``roberta.base/model.pt`` or any FP
 fine-tuned checkpoint loads into it); quantizers are extra submodules
 (``...weight_quantizer.*``, ``...input_quantizer.*``). This file only decides *where*
-quantizers go; the quantizer math lives in :mod:`fairseq_qbert.quant`.
+quantizers go; the quantizer math lives in :mod:`qbert.quant`.
 
 Layer groups (command line ``--quant-groups``):
 
@@ -13,7 +13,6 @@ Layer groups (command line ``--quant-groups``):
 * ``HEAD`` the sentence classification head (optional; TernaryBERT keeps it FP)
 """
 import logging
-import re
 from typing import Dict, List, Tuple
 
 import torch
@@ -35,42 +34,15 @@ from fairseq.utils import safe_getattr
 from torch import nn
 from torch.nn import functional as F
 
-from fairseq_qbert.errors import UsageError
-from fairseq_qbert.quant.base import Quantizer
-from fairseq_qbert.quant.modules import QuantEmbedding, QuantLinear
+from qbert.errors import CheckpointError, ConfigError, entry_point
+from qbert.groups import group_parameter_counts, module_group
+from qbert.quant.base import BitsMismatchError, Quantizer
+from qbert.quant.modules import QuantEmbedding, QuantLinear
 
 from .quant_attention import QuantMultiheadAttention
-from .quant_config import QuantArgError, QuantSettings, add_quant_args
+from .quant_config import QuantSettings, add_quant_args
 
 logger = logging.getLogger(__name__)
-
-# Which module (by its name in the model) belongs to which layer group.
-GROUP_PATTERNS: Tuple[Tuple[str, "re.Pattern[str]"], ...] = (
-    ("EMB", re.compile(r"(^|\.)(embed_tokens|embed_positions)$")),
-    ("QKV", re.compile(r"(^|\.)self_attn\.(q_proj|k_proj|v_proj|out_proj)$")),
-    ("FFN", re.compile(r"(^|\.)(fc1|fc2)$")),
-    ("HEAD", re.compile(r"(^|\.)classification_heads\.[^.]+\.(dense|out_proj)$")),
-)
-
-
-def module_group(name: str):
-    """The layer group of the module called ``name`` in the model, or None."""
-    for group, pattern in GROUP_PATTERNS:
-        if pattern.search(name):
-            return group
-    return None
-
-
-def group_parameter_counts(model: nn.Module) -> Dict[str, int]:
-    """Parameters (weights and biases) per layer group, plus ``total`` (tied weights once)."""
-    counts = {group: 0 for group, _ in GROUP_PATTERNS}
-    for name, module in model.named_modules():
-        group = module_group(name)
-        if group is not None:
-            counts[group] += sum(p.numel() for p in module.parameters(recurse=False))
-    counts["total"] = sum(p.numel() for p in model.parameters())
-    return counts
-
 
 class QuantLearnedPositionalEmbedding(LearnedPositionalEmbedding):
     """fairseq's learned positions, looked up in a fake-quantized table."""
@@ -126,7 +98,7 @@ class QuantTransformerEncoder(TransformerEncoder):
         positions = self.embed_positions
         if quant.quantizes("EMB") and positions is not None:
             if not isinstance(positions, LearnedPositionalEmbedding):
-                raise QuantArgError("--quant-groups EMB needs learned positional embeddings")
+                raise ConfigError("--quant-groups EMB needs learned positional embeddings")
             self.embed_positions = QuantLearnedPositionalEmbedding(
                 positions.num_embeddings, positions.embedding_dim, positions.padding_idx,
                 quant.weight_quantizer_for("EMB", positions.num_embeddings))
@@ -157,10 +129,6 @@ class QuantRobertaEncoder(RobertaEncoder):
         return encoder
 
 
-class CheckpointQuantMismatch(UsageError):
-    """A checkpoint's quantizers disagree with this run's flags."""
-
-
 def _is_quantizer_key(key: str) -> bool:
     return ".weight_quantizer." in key or ".input_quantizer." in key
 
@@ -181,6 +149,7 @@ class QuantRobertaModel(RobertaModel):
         add_quant_args(parser)
 
     @classmethod
+    @entry_point
     def build_model(cls, args, task):
         from omegaconf import OmegaConf
 
@@ -287,30 +256,37 @@ class QuantRobertaModel(RobertaModel):
         extra = sorted(saved - set(own))
         if extra:
             module = extra[0].split("_quantizer.")[0].rsplit(".", 1)[0]
-            raise CheckpointQuantMismatch(
+            raise CheckpointError(
                 f"the checkpoint has quantizer state for '{module}' (and {len(extra) - 1} more keys) "
                 f"that this run does not quantize ({self.quant.describe()}); pass the checkpoint's "
                 "--quant-groups/--act-bits, or start from a full-precision checkpoint")
         for key in sorted(set(own) - saved):
             state_dict[prefix + key] = own[key].clone()
-        for key in own:
-            if key.endswith(".bits") and not torch.equal(state_dict[prefix + key].cpu(), own[key].cpu()):
-                raise CheckpointQuantMismatch(
-                    f"checkpoint quantizer '{key[:-5]}' was trained with "
-                    f"{int(state_dict[prefix + key])} bits but this run asks for {int(own[key])} "
-                    f"({self.quant.describe()}); use the checkpoint's --weight-bits/--act-bits/--quant-groups, "
-                    "or start from a full-precision checkpoint with --finetune-from-model")
+
+    @entry_point  # fairseq's Trainer calls it: a mismatch is one line, not "Cannot load model parameters"
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        return self.load_checked_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+
+    def load_checked_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        """fairseq's ``load_state_dict``, raising :class:`CheckpointError` on a quantizer
+        mismatch (library form; :meth:`load_state_dict` is the command-line form)."""
+        try:
+            return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+        except BitsMismatchError as e:
+            raise CheckpointError(
+                f"checkpoint quantizer '{e.module}' was trained with {e.saved_bits} bits but this "
+                f"run asks for {e.bits} ({self.quant.describe()}); use the checkpoint's "
+                "--weight-bits/--act-bits/--quant-groups, or start from a full-precision "
+                "checkpoint with --finetune-from-model") from None
 
 
 def _validated(arch_fn):
     """Architecture functions also check the quant flags, so bad flags fail at parse time."""
 
+    @entry_point
     def wrapper(args):
         arch_fn(args)
-        try:
-            QuantSettings.from_args(args)
-        except QuantArgError as e:
-            raise UsageError(str(e)) from None
+        QuantSettings.from_args(args)
 
     wrapper.__name__ = arch_fn.__name__
     wrapper.__doc__ = arch_fn.__doc__

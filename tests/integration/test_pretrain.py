@@ -11,8 +11,8 @@ import torch
 from conftest import REPO_DIR
 from scratch import scratch_dir, subprocess_env
 
-from fairseq_qbert.data import mini_corpus, mini_glue
-from fairseq_qbert.data.glue_tasks import get_task
+from qbert.data import mini_corpus, mini_glue
+from qbert.data.glue_tasks import get_task
 
 SCRIPTS = os.path.join(REPO_DIR, "scripts")
 
@@ -105,8 +105,7 @@ def test_teacher_fine_tunes_from_the_pretrained_encoder(pretrained):
         assert torch.allclose(pre[key], tuned[key], atol=1e-6), key
     assert "classification_heads.sentence_classification_head.dense.weight" in tuned
     # what the ablation runner reads off such a teacher: its provenance and its shape
-    sys.path.insert(0, os.path.join(SCRIPTS, "lib"))
-    import qat_runner
+    from qbert.experiments import runner as qat_runner
 
     ckpt = str(save / "checkpoint_last.pt")
     assert qat_runner.teacher_init(ckpt) == str(out / "model.pt")

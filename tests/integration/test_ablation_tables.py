@@ -10,13 +10,8 @@ import pytest
 
 import ablation_fixtures as F
 
-# the runner and make_tables are scripts, not package modules
-sys.path.insert(0, str(F.SCRIPTS / "lib"))
-import qat_runner  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("make_tables", F.SCRIPTS / "make_tables.py")
-make_tables = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_tables)
+from qbert.experiments import runner as qat_runner
+from qbert.experiments import tables as make_tables
 
 # a few updates per run: the point is the plumbing, not the numbers
 FAST = dict(TOTAL_NUM_UPDATES=6, WARMUP_UPDATES=1, LOG_INTERVAL=3, JOBS=2)

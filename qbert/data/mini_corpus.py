@@ -18,7 +18,7 @@ Output, one sentence per line, in the raw-text format of ``fairseq-preprocess
 
 CLI::
 
-    python -m fairseq_qbert.data.mini_corpus --out-dir DIR [--sentences-per-task 20000]
+    python -m qbert.data.mini_corpus --out-dir DIR [--sentences-per-task 20000]
         [--valid-sentences-per-task 500] [--seed 1] [--tasks all]
 """
 from __future__ import annotations

@@ -30,6 +30,8 @@ import math
 import torch
 import torch.nn as nn
 
+from qbert.errors import ConfigError
+
 from .base import EPS, Quantizer, fake_quant_ste
 
 OPTIMIZER_KINDS = ("adaptive", "linear")
@@ -43,10 +45,10 @@ class PACTQuantizer(Quantizer):
                  weight_decay: float = 0.0, optimizer_kind: str = "adaptive"):
         super().__init__(bits, signed, per_channel, num_channels)
         if optimizer_kind not in OPTIMIZER_KINDS:
-            raise ValueError(f"PACT optimizer_kind must be one of {', '.join(OPTIMIZER_KINDS)}, "
+            raise ConfigError(f"PACT optimizer_kind must be one of {', '.join(OPTIMIZER_KINDS)}, "
                              f"got {optimizer_kind!r}")
         if init_clip <= 0 or lr_scale <= 0 or weight_decay < 0:
-            raise ValueError("PACT needs init_clip > 0, lr_scale > 0 and weight_decay >= 0")
+            raise ConfigError("PACT needs init_clip > 0, lr_scale > 0 and weight_decay >= 0")
         self.optimizer_kind = optimizer_kind
         self.lr_scale = float(lr_scale)
         self.weight_decay = float(weight_decay)

@@ -5,9 +5,10 @@
 * Q8BERT (Zafrir et al. 2019) :class:`MinMaxQuantizer` (weights), :class:`EMAQuantizer` (activations)
 * TWN  (Li et al. 2016)     :class:`TWNQuantizer`   ternary weights
 """
+from qbert.errors import ConfigError
+
 from .base import EPS, Quantizer, fake_quant_ste, straight_through
 from .ema import EMAQuantizer
-from .groups import GROUPS, parse_quant_groups, validate_bits
 from .lsq import LSQQuantizer
 from .minmax import MinMaxQuantizer
 from .modules import QuantEmbedding, QuantLinear
@@ -32,7 +33,7 @@ def build_quantizer(name: str, bits: int, *, signed: bool = True, per_channel: b
     """Build the quantizer registered as ``name`` (one of QUANTIZERS)."""
     key = str(name).lower()
     if key not in QUANTIZERS:
-        raise ValueError(f"unknown quantizer {name!r}; allowed: {', '.join(QUANTIZERS)}")
+        raise ConfigError(f"unknown quantizer {name!r}; allowed: {', '.join(QUANTIZERS)}")
     common = dict(signed=signed, per_channel=per_channel, num_channels=num_channels)
     if key == "pact":
         return PACTQuantizer(bits, init_clip=pact_init_clip, lr_scale=pact_lr_scale,
@@ -46,6 +47,6 @@ def build_quantizer(name: str, bits: int, *, signed: bool = True, per_channel: b
 __all__ = [
     "EPS", "Quantizer", "fake_quant_ste", "straight_through", "LSQQuantizer", "PACTQuantizer",
     "MinMaxQuantizer", "EMAQuantizer", "TWNQuantizer", "QuantLinear", "QuantEmbedding",
-    "GROUPS", "parse_quant_groups", "validate_bits", "QUANTIZERS", "WEIGHT_QUANTIZERS",
+    "QUANTIZERS", "WEIGHT_QUANTIZERS",
     "ACT_QUANTIZERS", "OPTIMIZER_KINDS", "build_quantizer",
 ]

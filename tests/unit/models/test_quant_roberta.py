@@ -5,11 +5,11 @@ import pytest
 import torch
 from fairseq.models import ARCH_MODEL_REGISTRY
 
-from fairseq_qbert.errors import UsageError
+from qbert.errors import UsageError
 from fairseq_qbert.models.quant_attention import QuantMultiheadAttention, capture_attention_scores
 from fairseq_qbert.models.quant_roberta import group_parameter_counts
-from fairseq_qbert.quant import PACTQuantizer
-from fairseq_qbert.quant.modules import QuantEmbedding, QuantLinear
+from qbert.quant import PACTQuantizer
+from qbert.quant.modules import QuantEmbedding, QuantLinear
 from model_utils import HEAD, FakeTask, build, parse
 
 TINY_ROBERTA = ["--encoder-layers", "2", "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",

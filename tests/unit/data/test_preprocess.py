@@ -97,7 +97,7 @@ def test_awk_number_format():
 def _train_cfg(data, task):
     from fairseq import options
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-    from fairseq_qbert.data.glue_tasks import task_train_args
+    from qbert.data.glue_tasks import task_train_args
 
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(parser, [
@@ -225,7 +225,7 @@ def test_qqp_drops_malformed_rows_and_cola_keeps_first_row(small_glue, tmp_path)
 
 def test_non_digit_labels_rejected_for_report_tasks(small_glue, tmp_path, capsys):
     """--report-mcc/--report-acc-and-f1 make fairseq int() the label strings."""
-    from fairseq_qbert.data.glue_tasks import check_label_symbols
+    from qbert.data.glue_tasks import check_label_symbols
     from fairseq_qbert.data.preprocess_glue import cli_main
 
     check_label_symbols("MRPC", ["1", "0"])

@@ -22,6 +22,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from qbert.errors import CheckpointError
+
 EPS = 1e-8  # smallest step size / clip value: keeps learned scales strictly positive
 
 
@@ -106,6 +108,15 @@ def straight_through(x, fn: Callable[[torch.Tensor], torch.Tensor]):
     return _StraightThrough.apply(x, fn)
 
 
+class BitsMismatchError(CheckpointError):
+    """A state dict holds quantizer state saved with other bits than the quantizer has."""
+
+    def __init__(self, module: str, saved_bits: int, bits: int):
+        super().__init__(f"checkpoint quantizer {module} was trained with {saved_bits} bits "
+                         f"but this quantizer has {bits}")
+        self.module, self.saved_bits, self.bits = module, saved_bits, bits
+
+
 class Quantizer(nn.Module, metaclass=abc.ABCMeta):
     """Fake quantizer base: lazy data-dependent init, fp32 math, statistics, checkpoint checks.
 
@@ -119,15 +130,14 @@ class Quantizer(nn.Module, metaclass=abc.ABCMeta):
     restricted = False          # signed grid [-Qp, Qp] instead of [-Qn, Qp]
     _init_state: Tuple[str, ...] = ()  # names set by initialize(); all-reduced when distributed
     _range_tol = 0.0            # relative tolerance of the clip test (see _FakeQuantSTE)
-    bits_flag = "--weight-bits/--quant-groups"  # named in the bits-mismatch error; model may override
 
     def __init__(self, bits: int, signed: bool = True, per_channel: bool = False,
                  num_channels: int = 1):
         super().__init__()
         if not isinstance(bits, int) or bits < 2:
-            raise ValueError(f"quantizer bits must be an integer >= 2, got {bits!r}")
+            raise ConfigError(f"quantizer bits must be an integer >= 2, got {bits!r}")
         if per_channel and num_channels < 1:
-            raise ValueError("per_channel quantizer needs num_channels >= 1")
+            raise ConfigError("per_channel quantizer needs num_channels >= 1")
         self.signed = bool(signed)
         self.per_channel = bool(per_channel)
         self.num_channels = int(num_channels) if per_channel else 1
@@ -216,10 +226,8 @@ class Quantizer(nn.Module, metaclass=abc.ABCMeta):
                               missing_keys, unexpected_keys, error_msgs):
         key = prefix + "bits"
         if key in state_dict and int(state_dict[key]) != int(self.bits):
-            raise ValueError(
-                f"checkpoint quantizer {prefix.rstrip('.') or '<root>'} was trained with "
-                f"{int(state_dict[key])} bits but {self.bits_flag} ask for {int(self.bits)}; "
-                "start from the full-precision checkpoint with --finetune-from-model instead")
+            raise BitsMismatchError(prefix.rstrip(".") or "<root>", int(state_dict[key]),
+                                    int(self.bits))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
                                       missing_keys, unexpected_keys, error_msgs)
         self._init_known = False

@@ -34,7 +34,7 @@ arguments give byte-identical files, and changing ``--dev-size`` does not change
 
 CLI::
 
-    python -m fairseq_qbert.data.mini_glue --out-dir DIR [--tasks SST-2,RTE] [--seed 1]
+    python -m qbert.data.mini_glue --out-dir DIR [--tasks SST-2,RTE] [--seed 1]
         [--train-size 8000 | --train-size glue [--max-train-size 8000]]
         [--dev-size 1000] [--test-size 500]
 """

@@ -18,7 +18,7 @@ SIZES = dict(train_size=8000, dev_size=500, test_size=20)
 
 @pytest.fixture(scope="module")
 def teacher_runs(tmp_path_factory):
-    from fairseq_qbert.data import mini_glue
+    from qbert.data import mini_glue
     from fairseq_qbert.data.preprocess_glue import preprocess_task
 
     root = tmp_path_factory.mktemp("teacher")

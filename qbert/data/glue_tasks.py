@@ -9,10 +9,9 @@ Column numbers are 1-based, as in ``cut -f`` in fairseq's script.
 
 Usage from shell scripts::
 
-    python -m fairseq_qbert.data.glue_tasks train-args SST-2     # fairseq-train flags
-    python -m fairseq_qbert.data.glue_tasks metric SST-2         # headline metric name
-    python -m fairseq_qbert.data.glue_tasks list                 # known tasks
-    python fairseq_qbert/data/glue_tasks.py train-args SST-2      # same, no package import
+    python -m qbert.data.glue_tasks train-args SST-2     # fairseq-train flags
+    python -m qbert.data.glue_tasks metric SST-2         # headline metric name
+    python -m qbert.data.glue_tasks list                 # known tasks
 """
 from __future__ import annotations
 
@@ -21,12 +20,14 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from qbert.errors import ConfigError
+
 # GLUE order (as in the GLUE paper / leaderboard).
 TASK_NAMES: Tuple[str, ...] = ("CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE")
 
 
-class UnknownTaskError(ValueError):
-    pass
+class UnknownTaskError(ConfigError):
+    """A task name that is not one of GLUE's eight."""
 
 
 @dataclass(frozen=True)
@@ -274,7 +275,7 @@ def check_label_symbols(task: str, symbols: Sequence[str]) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m fairseq_qbert.data.glue_tasks",
+        prog="python -m qbert.data.glue_tasks",
         description="Print per-task facts for shell scripts.",
     )
     sub = parser.add_subparsers(dest="cmd", required=True)

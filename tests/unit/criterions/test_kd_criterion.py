@@ -7,7 +7,7 @@ import torch
 import kd_fixtures as F
 from fairseq_qbert.criterions import kd_losses
 from fairseq_qbert.criterions.kd_sentence_prediction import KDSentencePredictionCriterion
-from fairseq_qbert.errors import UsageError
+from qbert.errors import UsageError
 from fairseq_qbert.models.quant_attention import QuantMultiheadAttention, capture_attention_scores
 
 STUDENT = ["--arch", "quant_roberta_tiny"]

@@ -11,6 +11,8 @@ first value is averaged over workers; later EMA updates are per worker (rank 0's
 """
 import torch
 
+from qbert.errors import ConfigError
+
 from .base import EPS, Quantizer, fake_quant_ste
 
 
@@ -23,7 +25,7 @@ class EMAQuantizer(Quantizer):
                  num_channels: int = 1, ema_decay: float = 0.9):
         super().__init__(bits, signed, per_channel, num_channels)
         if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+            raise ConfigError(f"ema_decay must be in [0, 1), got {ema_decay}")
         self.ema_decay = float(ema_decay)
         self.register_buffer("running_max", torch.zeros(self.param_shape))
 

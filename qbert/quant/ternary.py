@@ -10,6 +10,8 @@ per tensor or per row. Gradient: straight-through (identity) for every element. 
 """
 import torch
 
+from qbert.errors import ConfigError
+
 from .base import EPS, Quantizer, straight_through
 
 
@@ -19,7 +21,7 @@ class TWNQuantizer(Quantizer):
     def __init__(self, bits: int = 2, signed: bool = True, per_channel: bool = False,
                  num_channels: int = 1):
         if bits != 2 or not signed:
-            raise ValueError(f"twn is ternary: it needs bits=2 and signed=True, got bits={bits}, "
+            raise ConfigError(f"twn is ternary: it needs bits=2 and signed=True, got bits={bits}, "
                              f"signed={signed}")
         super().__init__(bits, signed, per_channel, num_channels)
 

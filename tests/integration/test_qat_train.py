@@ -32,7 +32,7 @@ def sst2_with_teacher():
 
 def qat(run_dir, *flags, updates=80, lr="2e-4", check=True):
     data, teacher, _ = sst2_with_teacher()
-    task_args = subprocess.run([sys.executable, "fairseq_qbert/data/glue_tasks.py", "train-args", "SST-2"],
+    task_args = subprocess.run([sys.executable, "qbert/data/glue_tasks.py", "train-args", "SST-2"],
                                capture_output=True, text=True, check=True, cwd=str(SCRIPTS.parent)).stdout.split()
     cmd = [FAIRSEQ_TRAIN, data, "--user-dir", "fairseq_qbert", "--task", "sentence_prediction", *task_args,
            "--criterion", "sentence_prediction", "--arch", "quant_roberta_tiny",

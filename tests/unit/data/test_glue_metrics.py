@@ -14,7 +14,7 @@ from conftest import ALL_TASKS, REPO_DIR
 def _setup(data, task):
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-    from fairseq_qbert.data.glue_tasks import task_train_args
+    from qbert.data.glue_tasks import task_train_args
 
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(parser, [
@@ -123,7 +123,7 @@ def test_stsb_pearson_spearman(small_glue_bin):
 @pytest.mark.parametrize("task", ALL_TASKS)
 def test_headline_metric_is_logged(small_glue_bin, task):
     """--best-checkpoint-metric must name a key fairseq really logs on valid."""
-    from fairseq_qbert.data.glue_tasks import headline_metric, reported_metrics, task_train_args
+    from qbert.data.glue_tasks import headline_metric, reported_metrics, task_train_args
 
     cfg, t, crit = _setup(small_glue_bin[task], task)
     n = 6
@@ -146,7 +146,7 @@ def test_headline_metric_is_logged(small_glue_bin, task):
 
 
 def test_task_table_flags():
-    from fairseq_qbert.data.glue_tasks import headline_metric, task_train_args
+    from qbert.data.glue_tasks import headline_metric, task_train_args
 
     assert task_train_args("SST-2") == ["--num-classes", "2", "--init-token", "0", "--separator-token", "2",
                                         "--best-checkpoint-metric", "accuracy",
@@ -165,18 +165,17 @@ def test_task_table_flags():
 
 
 def test_glue_tasks_cli():
-    r = subprocess.run([sys.executable, "-m", "fairseq_qbert.data.glue_tasks", "train-args", "STS-B"],
+    r = subprocess.run([sys.executable, "-m", "qbert.data.glue_tasks", "train-args", "STS-B"],
                        cwd=REPO_DIR, capture_output=True, text=True)
     assert r.returncode == 0
     assert r.stdout.strip() == ("--regression-target --num-classes 1 --init-token 0 --separator-token 2 "
                                 "--report-pearson-and-spearman --best-checkpoint-metric pearson_and_spearman "
                                 "--maximize-best-checkpoint-metric")
-    # the shell scripts run the file directly (no package import)
-    r = subprocess.run([sys.executable, os.path.join(REPO_DIR, "fairseq_qbert", "data", "glue_tasks.py"),
-                        "metric", "CoLA"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "qbert.data.glue_tasks", "metric", "CoLA"],
+                       cwd=REPO_DIR, capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "mcc"
-    r = subprocess.run([sys.executable, os.path.join(REPO_DIR, "fairseq_qbert", "data", "glue_tasks.py"),
-                        "train-args", "WNLI"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "qbert.data.glue_tasks", "train-args", "WNLI"],
+                       cwd=REPO_DIR, capture_output=True, text=True)
     assert r.returncode == 2 and r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "WNLI" in lines[0] and all(t in lines[0] for t in ALL_TASKS)

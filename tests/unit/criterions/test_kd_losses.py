@@ -11,7 +11,7 @@ from fairseq_qbert.criterions.kd_options import (
     parse_kd_parts,
     parse_layer_map,
 )
-from fairseq_qbert.errors import UsageError
+from qbert.errors import ConfigError
 
 NEG_INF = float("-inf")
 
@@ -144,7 +144,7 @@ def test_parse_kd_parts():
     assert parse_kd_parts("attn,attn") == {"attn"}
     for bad, words in (("logits,foo", "unknown part 'foo'"), ("", "empty"),
                        ("trm,output", "already part of")):
-        with pytest.raises(UsageError, match=words):
+        with pytest.raises(ConfigError, match=words):
             parse_kd_parts(bad)
 
 
@@ -154,7 +154,7 @@ def test_layer_maps():
     assert parse_layer_map("0:0,1:3") == {0: 0, 1: 3}
     for bad, words in (("1-2", "bad entry"), ("1:2,1:3", "mapped twice"), ("0:1", "0 may only"),
                        ("a:b", "bad entry"), ("1:2:3", "bad entry"), ("-1:2", "negative")):
-        with pytest.raises(UsageError, match=words):
+        with pytest.raises(ConfigError, match=words):
             parse_layer_map(bad)
     assert default_layer_map(2, 2) == {0: 0, 1: 1, 2: 2}
     assert default_layer_map(2, 4) == {0: 0, 1: 2, 2: 4}

@@ -166,7 +166,7 @@ def _best_single_token_rule(texts, labels):
 def test_no_single_keyword_decides_the_label(tmp_path, task):
     """The signal needs context: no token's presence predicts the label much better
     than the majority class (while a tiny model reaches far more, see test_teacher_learns)."""
-    from fairseq_qbert.data import mini_glue
+    from qbert.data import mini_glue
 
     mini_glue.generate(str(tmp_path), task, train_size=3000, dev_size=1, test_size=1, seed=3)
     fname = "train.tsv"
@@ -181,7 +181,7 @@ def test_no_single_keyword_decides_the_label(tmp_path, task):
 
 def test_stsb_score_not_a_single_keyword(tmp_path):
     import numpy as np
-    from fairseq_qbert.data import mini_glue
+    from qbert.data import mini_glue
 
     mini_glue.generate(str(tmp_path), "STS-B", train_size=3000, dev_size=1, test_size=1, seed=3)
     data = read_tsv(tmp_path / "STS-B" / "train.tsv")[1:]
@@ -198,14 +198,14 @@ def test_stsb_score_not_a_single_keyword(tmp_path):
 
 
 def test_deterministic_and_seeded(tmp_path):
-    from fairseq_qbert.data import mini_glue
+    from qbert.data import mini_glue
 
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     sizes = dict(train_size=50, dev_size=20, test_size=10)
     mini_glue.generate(str(a), "all", seed=7, **sizes)
     # the CLI in a fresh process (other hash seed) must give byte-identical files
     env = dict(os.environ, PYTHONHASHSEED="123")
-    subprocess.run([sys.executable, "-m", "fairseq_qbert.data.mini_glue", "--out-dir", str(b),
+    subprocess.run([sys.executable, "-m", "qbert.data.mini_glue", "--out-dir", str(b),
                     "--seed", "7", "--train-size", "50", "--dev-size", "20", "--test-size", "10"],
                    check=True, cwd=REPO_DIR, env=env, capture_output=True)
     mini_glue.generate(str(c), "all", seed=8, **sizes)
@@ -218,7 +218,7 @@ def test_deterministic_and_seeded(tmp_path):
 
 def test_split_sizes_are_independent_streams(tmp_path):
     """Changing --dev-size must not change train (each split has its own stream)."""
-    from fairseq_qbert.data import mini_glue
+    from qbert.data import mini_glue
 
     mini_glue.generate(str(tmp_path / "a"), "RTE,SST-2", train_size=40, dev_size=10, test_size=5, seed=1)
     mini_glue.generate(str(tmp_path / "b"), "RTE,SST-2", train_size=40, dev_size=25, test_size=5, seed=1)
@@ -232,7 +232,7 @@ def test_split_sizes_are_independent_streams(tmp_path):
 
 def test_cli_sizes_and_task_subset(tmp_path):
     out = tmp_path / "glue"
-    r = subprocess.run([sys.executable, "-m", "fairseq_qbert.data.mini_glue", "--out-dir", str(out),
+    r = subprocess.run([sys.executable, "-m", "qbert.data.mini_glue", "--out-dir", str(out),
                         "--tasks", "CoLA,mnli", "--train-size", "37", "--dev-size", "11",
                         "--test-size", "5"], cwd=REPO_DIR, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -246,7 +246,7 @@ def test_cli_sizes_and_task_subset(tmp_path):
 
 
 def test_cli_unknown_task_is_one_line(tmp_path, capsys):
-    from fairseq_qbert.data.mini_glue import cli_main
+    from qbert.data.mini_glue import cli_main
 
     with pytest.raises(SystemExit) as e:
         cli_main(["--out-dir", str(tmp_path / "x"), "--tasks", "SST-2,WNLI"])
@@ -258,7 +258,7 @@ def test_cli_unknown_task_is_one_line(tmp_path, capsys):
 
 
 def test_cli_rejects_bad_size(tmp_path, capsys):
-    from fairseq_qbert.data.mini_glue import cli_main
+    from qbert.data.mini_glue import cli_main
 
     with pytest.raises(SystemExit) as e:
         cli_main(["--out-dir", str(tmp_path / "x"), "--train-size", "0"])
@@ -268,13 +268,13 @@ def test_cli_rejects_bad_size(tmp_path, capsys):
 def test_glue_train_sizes_are_capped_and_the_cli_takes_them(tmp_path):
     """--train-size glue: GLUE's own train sizes (RTE 2490, MRPC 3668), capped."""
     out = tmp_path / "glue"
-    r = subprocess.run([sys.executable, "-m", "fairseq_qbert.data.mini_glue", "--out-dir", str(out),
+    r = subprocess.run([sys.executable, "-m", "qbert.data.mini_glue", "--out-dir", str(out),
                         "--tasks", "RTE,MRPC,SST-2", "--train-size", "glue", "--max-train-size", "3000",
                         "--dev-size", "5", "--test-size", "5"], cwd=REPO_DIR, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert len(read_tsv(out / "RTE" / "train.tsv")) == 2490 + 1      # header
     assert len(read_tsv(out / "MRPC" / "train.tsv")) == 3000 + 1     # capped
     assert len(read_tsv(out / "SST-2" / "train.tsv")) == 3000 + 1
-    r = subprocess.run([sys.executable, "-m", "fairseq_qbert.data.mini_glue", "--out-dir", str(out),
+    r = subprocess.run([sys.executable, "-m", "qbert.data.mini_glue", "--out-dir", str(out),
                         "--train-size", "gleu"], cwd=REPO_DIR, capture_output=True, text=True)
     assert r.returncode == 2 and "positive integer or 'glue'" in r.stderr

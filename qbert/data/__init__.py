@@ -1,0 +1,1 @@
+"""Mini-GLUE generator, its unlabeled corpus, and the GLUE task table (no fairseq)."""
