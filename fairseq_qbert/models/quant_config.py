@@ -1,24 +1,62 @@
 """Command-line quantization settings of ``quant_roberta``: flags, validation, factories.
 
-This module turns the ``--quant-*`` / ``--weight-*`` / ``--act-*`` / ``--pact-*`` /
-``--lsq-*`` flags into a :class:`QuantSettings` that the model asks, per layer group,
-for a weight quantizer and an input (activation) quantizer. Every check runs when the
-arguments are read, i.e. before the model is built and long before training starts,
+This module turns the ``--quant-*`` / ``--weight-*`` / ``--act-*`` / ``--lsq-*`` flags and
+the quantizers' own options into a :class:`QuantSettings` that the model asks, per layer
+group, for a weight quantizer and an input (activation) quantizer. Every check runs when
+the arguments are read, i.e. before the model is built and long before training starts,
 and fails with a one-line message naming the flag and the allowed values.
-"""
-from dataclasses import dataclass, field
-from typing import Dict, Optional
 
-from qbert.quant import ACT_QUANTIZERS, WEIGHT_QUANTIZERS, build_quantizer
+The quantizers' options come from the registry (:data:`qbert.quant.QUANTIZER_REGISTRY`):
+every user option ``F`` of the config of quantizer ``NAME`` is the flag ``--NAME-F``
+(``--pact-init-clip``) with the config's default, description and checks, unless fairseq
+owns that name (:data:`FAIRSEQ_OWNED`); :func:`full_precision_args` (the KD teacher's
+settings) is the flags' defaults.
+"""
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, Optional, Tuple
+
 from qbert.errors import ConfigError
 from qbert.groups import GROUPS, parse_quant_groups, validate_bits
+from qbert.quant import (
+    ACT_QUANTIZERS,
+    OPTIMIZER_KIND,
+    QUANTIZER_REGISTRY,
+    WEIGHT_QUANTIZERS,
+    QuantizerConfig,
+    QuantizerSpec,
+    build_quantizer,
+)
 
 # How an optimizer's update depends on the gradient's scale decides how PACT's clip is
 # reparametrized (alpha = c * clip_raw) to realise --pact-lr-scale (see quant/pact.py).
 ADAPTIVE_OPTIMIZERS = ("adam", "adamax", "adagrad", "adadelta", "adafactor", "lamb", "cpu_adam")
 LINEAR_OPTIMIZERS = ("sgd", "nag")
 
-PACT_DEFAULTS = {"pact_init_clip": 1.0, "pact_lr_scale": 1000.0, "pact_weight_decay": 0.5}
+#: the flag choosing the quantizer of each role
+ROLE_FLAGS = {"weight": "--weight-quantizer", "activation": "--act-quantizer"}
+
+#: quantizer options without a flag because fairseq already has one of that name
+#: (``--ema-decay`` is the decay of fairseq's checkpoint EMA, ``--store-ema``): they keep
+#: their config default
+FAIRSEQ_OWNED = frozenset({"ema_decay"})
+
+
+def _dest(spec: QuantizerSpec, option: str) -> str:
+    """The args attribute of a quantizer option: ``pact_init_clip``."""
+    return f"{spec.name}_{option}"
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def flag_options(spec: QuantizerSpec) -> Iterator[Tuple[str, dataclasses.Field]]:
+    """(args attribute, config field) of each option of ``spec`` that is a flag."""
+    for f in spec.config.user_options():
+        if _dest(spec, f.name) not in FAIRSEQ_OWNED:
+            yield _dest(spec, f.name), f
 
 
 def add_quant_args(parser):
@@ -37,14 +75,64 @@ def add_quant_args(parser):
                    help=f"activation quantizer: {', '.join(ACT_QUANTIZERS)} (default lsq; needs --act-bits)")
     g.add_argument("--lsq-per-channel", action="store_true",
                    help="LSQ: one step size per output channel (row) of each weight")
-    g.add_argument("--pact-init-clip", type=float, default=None,
-                   help=f"PACT: initial clip value alpha (default {PACT_DEFAULTS['pact_init_clip']})")
-    g.add_argument("--pact-lr-scale", type=float, default=None,
-                   help="PACT: multiplier on the clip parameters' learning rate "
-                        f"(default {PACT_DEFAULTS['pact_lr_scale']:g})")
-    g.add_argument("--pact-weight-decay", type=float, default=None,
-                   help="PACT: L2 weight decay on the clip parameters only "
-                        f"(default {PACT_DEFAULTS['pact_weight_decay']})")
+    for spec in QUANTIZER_REGISTRY.values():
+        for dest, f in flag_options(spec):  # default None = not given (see _read_config)
+            g.add_argument(_flag(dest), type=f.type, default=None,
+                           help=f"{spec.name.upper()}: " + f.metadata["doc"].format(default=f.default))
+
+
+def full_precision_args() -> Dict[str, Any]:
+    """The flags' defaults: the settings of a full-precision model (the KD teacher's)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_quant_args(parser)
+    return vars(parser.parse_args([]))
+
+
+def default_configs() -> Dict[str, QuantizerConfig]:
+    return {name: spec.config() for name, spec in QUANTIZER_REGISTRY.items()}
+
+
+def _known(flag: str, name: str, allowed) -> str:
+    """``name`` if it is one of ``allowed`` (a registry view), else a ConfigError."""
+    if name not in allowed:
+        raise ConfigError(f"{flag}: unknown quantizer '{name}'; allowed: {', '.join(allowed)}")
+    return name
+
+
+def _read_config(get, spec: QuantizerSpec, used: bool) -> QuantizerConfig:
+    """The validated config of ``spec`` from its flags (None = the config's default)."""
+    label = spec.name.upper()
+    values = {}
+    for dest, f in flag_options(spec):
+        value = get(dest, None)
+        if value is not None and not used:
+            how = " or ".join(f"{ROLE_FLAGS[role]} {spec.name}" for role in spec.roles)
+            raise ConfigError(f"{_flag(dest)} is a {label} flag but {label} is not used; pass {how}")
+        if value is not None:
+            values[f.name] = value
+    config = spec.config(**values)
+    bad = config.violations()
+    if bad:
+        name, check, value = bad[0]
+        raise ConfigError(f"{_flag(_dest(spec, name))} must be {check}, got {value}")
+    return config
+
+
+def _with_optimizer_kind(get, spec: QuantizerSpec, config: QuantizerConfig) -> QuantizerConfig:
+    """``config`` with its optimizer kind set from --optimizer (when it has that option)."""
+    kind_field = next((f for f in config.options() if f.name == OPTIMIZER_KIND), None)
+    if kind_field is None:
+        return config
+    optimizer = get("optimizer", "adam")
+    optimizer = getattr(optimizer, "_name", optimizer)  # hydra node or plain string
+    if optimizer in LINEAR_OPTIMIZERS:
+        return dataclasses.replace(config, **{OPTIMIZER_KIND: "linear"})
+    if optimizer not in ADAPTIVE_OPTIMIZERS:
+        flag = _flag(_dest(spec, kind_field.metadata.get("realises", OPTIMIZER_KIND)))
+        raise ConfigError(
+            f"{flag}: do not know how --optimizer {optimizer} scales updates; "
+            f"supported: {', '.join(ADAPTIVE_OPTIMIZERS + LINEAR_OPTIMIZERS)}")
+    return dataclasses.replace(config, **{OPTIMIZER_KIND: "adaptive"})
 
 
 @dataclass
@@ -56,18 +144,14 @@ class QuantSettings:
     act_bits: int = 0
     act_quantizer: str = "lsq"
     lsq_per_channel: bool = False
-    pact_init_clip: float = PACT_DEFAULTS["pact_init_clip"]
-    pact_lr_scale: float = PACT_DEFAULTS["pact_lr_scale"]
-    pact_weight_decay: float = PACT_DEFAULTS["pact_weight_decay"]
-    optimizer_kind: str = "adaptive"
+    #: quantizer name -> its validated config (options of the quantizers in use)
+    configs: Dict[str, QuantizerConfig] = field(default_factory=default_configs)
 
     @classmethod
     def from_args(cls, args) -> "QuantSettings":
         """Read and check the flags on a fairseq args namespace; raise :class:`ConfigError`."""
         get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
-        weight_q = get("weight_quantizer", "lsq")
-        if weight_q not in WEIGHT_QUANTIZERS:
-            raise ConfigError(f"--weight-quantizer: unknown quantizer '{weight_q}'; allowed: {', '.join(WEIGHT_QUANTIZERS)}")
+        weight_q = _known("--weight-quantizer", get("weight_quantizer", "lsq"), WEIGHT_QUANTIZERS)
         default_bits = get("weight_bits", 8)
         validate_bits("--weight-bits", default_bits)
         group_bits = parse_quant_groups(get("quant_groups", "") or "", default_bits)
@@ -75,44 +159,27 @@ class QuantSettings:
         act_q = get("act_quantizer", None)
         if act_bits:
             validate_bits("--act-bits", act_bits)
-            act_q = act_q or "lsq"
-            if act_q not in ACT_QUANTIZERS:
-                raise ConfigError(f"--act-quantizer: unknown quantizer '{act_q}'; allowed: {', '.join(ACT_QUANTIZERS)}")
+            act_q = _known("--act-quantizer", act_q or "lsq", ACT_QUANTIZERS)
         elif act_q is not None:
-            raise ConfigError(f"--act-quantizer {act_q} needs --act-bits N (N in 2..8); --act-bits is 0 (activations full precision)")
+            raise ConfigError(f"--act-quantizer {act_q} needs --act-bits N (N in 2..8); "
+                              "--act-bits is 0 (activations full precision)")
         if act_bits and not group_bits:
-            raise ConfigError("--act-bits needs --quant-groups: activations are quantized at the inputs of the quantized groups' Linears")
+            raise ConfigError("--act-bits needs --quant-groups: activations are quantized at the "
+                              "inputs of the quantized groups' Linears")
         if weight_q == "twn" and any(b != 2 for b in group_bits.values()):
             group_bits = {g: 2 for g in group_bits}  # ternary has no bit width: 3 levels
 
-        uses_pact = (weight_q == "pact" and group_bits) or (act_bits and act_q == "pact")
-        pact = {}
-        for name, default in PACT_DEFAULTS.items():
-            value = get(name, None)
-            if value is not None and not uses_pact:
-                flag = "--" + name.replace("_", "-")
-                raise ConfigError(f"{flag} is a PACT flag but PACT is not used; pass --weight-quantizer pact or --act-quantizer pact")
-            pact[name] = default if value is None else value
-        if pact["pact_init_clip"] <= 0:
-            raise ConfigError(f"--pact-init-clip must be > 0, got {pact['pact_init_clip']}")
-        if pact["pact_lr_scale"] <= 0:
-            raise ConfigError(f"--pact-lr-scale must be > 0, got {pact['pact_lr_scale']}")
-        if pact["pact_weight_decay"] < 0:
-            raise ConfigError(f"--pact-weight-decay must be >= 0, got {pact['pact_weight_decay']}")
-
-        optimizer_kind = "adaptive"
-        if uses_pact:
-            optimizer = get("optimizer", "adam")
-            optimizer = getattr(optimizer, "_name", optimizer)  # hydra node or plain string
-            if optimizer in LINEAR_OPTIMIZERS:
-                optimizer_kind = "linear"
-            elif optimizer not in ADAPTIVE_OPTIMIZERS:
-                raise ConfigError(
-                    f"--pact-lr-scale: do not know how --optimizer {optimizer} scales updates; "
-                    f"supported: {', '.join(ADAPTIVE_OPTIMIZERS + LINEAR_OPTIMIZERS)}")
+        used = {weight_q} if group_bits else set()
+        if act_bits:
+            used.add(act_q)
+        configs = {name: _read_config(get, spec, name in used)
+                   for name, spec in QUANTIZER_REGISTRY.items()}
+        for name, spec in QUANTIZER_REGISTRY.items():
+            if name in used:
+                configs[name] = _with_optimizer_kind(get, spec, configs[name])
         return cls(group_bits=group_bits, weight_quantizer=weight_q, act_bits=act_bits,
                    act_quantizer=act_q or "lsq", lsq_per_channel=bool(get("lsq_per_channel", False)),
-                   optimizer_kind=optimizer_kind, **pact)
+                   configs=configs)
 
     # ------------------------------------------------------------------ queries
     def quantizes(self, group: str) -> bool:
@@ -126,10 +193,9 @@ class QuantSettings:
         return f"weights {self.weight_quantizer} {groups}; {acts}"
 
     def _kwargs(self, name: str) -> dict:
-        if name != "pact":
-            return {}
-        return dict(pact_init_clip=self.pact_init_clip, pact_lr_scale=self.pact_lr_scale,
-                    pact_weight_decay=self.pact_weight_decay, optimizer_kind=self.optimizer_kind)
+        """The options of quantizer ``name`` for :func:`build_quantizer`."""
+        config = self.configs.get(name)
+        return config.as_kwargs() if config is not None else {}
 
     def weight_quantizer_for(self, group: str, num_rows: int):
         """The weight quantizer of one module of ``group`` (None when the group stays FP)."""

@@ -12,17 +12,21 @@ symmetric grid [-Qp, Qp] when signed (2^b - 1 levels), as Q8BERT (Zafrir et al. 
 
 All quantizer math runs in fp32 (``x.float()`` in, ``.to(x.dtype)`` out), so fp16
 training does not round the step sizes or the grid.
-"""
-from typing import Callable, Optional, Tuple
 
-import abc
+Every quantizer also exposes its grid as data (:mod:`qbert.quant.qparams`):
+``qparams(x)`` (scale, zero point, [qmin, qmax], axis, bits), ``integer_codes(w)`` for
+export, and ``set_amax(amax)`` for calibration (scale = amax / Qp).
+"""
 import math
+from typing import Callable, ClassVar, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from qbert.errors import CheckpointError
+from qbert.errors import CheckpointError, ConfigError, QBertError
+
+from .qparams import QParams, quantize
 
 EPS = 1e-8  # smallest step size / clip value: keeps learned scales strictly positive
 
@@ -117,19 +121,31 @@ class BitsMismatchError(CheckpointError):
         self.module, self.saved_bits, self.bits = module, saved_bits, bits
 
 
-class Quantizer(nn.Module, metaclass=abc.ABCMeta):
+class QuantizerStateError(QBertError, RuntimeError):
+    """A quantizer's state is asked for before it exists (not initialised yet)."""
+
+
+class Quantizer(nn.Module):
     """Fake quantizer base: lazy data-dependent init, fp32 math, statistics, checkpoint checks.
 
-    Subclasses implement :meth:`fake_quant` (fp32 in, fp32 out) and store the step size
-    they used in ``self._last_step`` (shape [1] or [C, 1]; grid point k means k * step), and
-    may implement :meth:`initialize` (called once, on the first tensor seen, under no_grad)
+    A uniform quantizer implements :meth:`_step` (the step s, fp32, shape [1] or [C, 1];
+    grid point k means k * s) and the base class runs the STE of :func:`fake_quant_ste`
+    with it; others (TWN) override :meth:`fake_quant` and :meth:`_scale_and_threshold`.
+    Either stores the step it used in ``self._last_step`` (statistics). A quantizer may
+    implement :meth:`initialize` (called once, on the first tensor seen, under no_grad)
     listing the parameters/buffers it sets in ``_init_state`` (averaged over data-parallel
-    workers). Per-channel means one scale per row (dim 0) of a 2-D weight, shape [C, 1].
+    workers), and :meth:`_set_amax` (calibration). Per-channel means one scale per row
+    (dim 0) of a 2-D weight, shape [C, 1].
     """
 
+    kind: ClassVar[str] = ""    # registered name (set by register_quantizer)
     restricted = False          # signed grid [-Qp, Qp] instead of [-Qn, Qp]
+    scale_from_tensor = False   # True: the scale is computed from each tensor (min-max, TWN)
+    allowed_bits: ClassVar[Optional[Tuple[int, ...]]] = None  # None: any bits >= 2
+    allows_unsigned = True
     _init_state: Tuple[str, ...] = ()  # names set by initialize(); all-reduced when distributed
     _range_tol = 0.0            # relative tolerance of the clip test (see _FakeQuantSTE)
+    _inside_step_grad = True    # dy/ds = round(v) - v inside the range (LSQ); False: 0 (PACT)
 
     def __init__(self, bits: int, signed: bool = True, per_channel: bool = False,
                  num_channels: int = 1):
@@ -154,10 +170,21 @@ class Quantizer(nn.Module, metaclass=abc.ABCMeta):
         #: tensor; the model turns it on only for the updates whose statistics are logged)
         self.record_stats = True
 
+    @classmethod
+    def from_config(cls, bits: int, config, **grid) -> "Quantizer":
+        """Build from a validated config (see :mod:`qbert.quant.config`); ``grid`` holds
+        ``signed``, ``per_channel``, ``num_channels``. Override when the constructor's
+        keyword names differ from the config's fields."""
+        return cls(bits, **grid, **config.as_kwargs())
+
     # ----------------------------------------------------------------- helpers
     @property
     def param_shape(self) -> Tuple[int, ...]:
         return (self.num_channels, 1) if self.per_channel else (1,)
+
+    @property
+    def is_initialized(self) -> bool:
+        return self._init_known or bool(self.initialized)
 
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
         """x as [C, -1] (per channel, one row per output channel) or [1, -1]."""
@@ -177,15 +204,88 @@ class Quantizer(nn.Module, metaclass=abc.ABCMeta):
     def initialize(self, x: torch.Tensor) -> None:  # pragma: no cover - default no-op
         """Set data-dependent parameters from the first tensor seen (fp32, detached)."""
 
-    @abc.abstractmethod
+    def _step(self, x: Optional[torch.Tensor]) -> torch.Tensor:
+        """The step s the forward uses for fp32 ``x`` (shape [1] or [C, 1]; may carry a
+        gradient; ``x`` is None when it does not depend on the tensor)."""
+        raise NotImplementedError(f"{type(self).__name__} has no uniform step")
+
+    def _grad_scale(self, x: torch.Tensor) -> float:
+        """Multiplier of the step's gradient (LSQ's g)."""
+        return 1.0
+
+    def _set_amax(self, amax: torch.Tensor) -> None:
+        """Set the state from a calibrated range ``amax`` (fp32, shape param_shape)."""
+        raise ConfigError(f"{self.kind or type(self).__name__} quantizer: its scale is "
+                          "computed from each tensor itself, there is no range to set (set_amax)")
+
+    def _scale_and_threshold(self, x: Optional[torch.Tensor]
+                             ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(scale, dead-zone threshold or None) of :meth:`qparams`, under no_grad."""
+        return self._step(x).clamp_min(EPS), None
+
     def fake_quant(self, x: torch.Tensor) -> torch.Tensor:
         """The fake-quantized x (fp32 in, fp32 out); sets ``self._last_step``."""
+        s = self._step(x)
+        self._last_step = s.detach().clamp_min(EPS)
+        return fake_quant_ste(x, s, self.qmin, self.qmax, grad_scale=self._grad_scale(x),
+                              inside_step_grad=self._inside_step_grad, tol=self._range_tol)
 
     def scale_summary(self) -> torch.Tensor:
-        """Mean step size (0-dim, detached) for logging; 0 before the first forward."""
+        """Mean step size (0-dim, detached) for logging; 0 before the first forward of a
+        quantizer whose scale is computed from the tensor."""
+        if not self.scale_from_tensor:
+            with torch.no_grad():
+                return self._step(None).detach().float().clamp_min(EPS).mean()
         if self._last_step is None:
             return torch.zeros(())
         return self._last_step.detach().float().mean()
+
+    # ------------------------------------------------------- parameters as data
+    def qparams(self, x: Optional[torch.Tensor] = None) -> QParams:
+        """The grid the eval forward uses (for ``x`` when the scale depends on the tensor).
+
+        ``fake_quant(x, q.qparams(x))`` equals ``q(x)`` in eval mode. Quantizers whose
+        scale is state (LSQ, PACT, EMA) read it (``x`` is only shape-checked); min-max and
+        TWN need ``x``.
+        """
+        name = self.kind or type(self).__name__
+        if x is None and self.scale_from_tensor:
+            raise ConfigError(f"{name} quantizer: qparams() needs the tensor: its scale is "
+                              "computed from the tensor itself")
+        if self._init_state and not self.is_initialized:
+            raise QuantizerStateError(f"{name} quantizer is not initialised yet: run a forward "
+                                      "pass or set_amax() first")
+        with torch.no_grad():
+            if x is not None:
+                x = x.detach().float()
+                self._rows(x)  # shape check
+            scale, threshold = self._scale_and_threshold(x)
+            scale = scale.detach().float().reshape(self.param_shape)
+        return QParams(scale=scale, zero_point=torch.zeros_like(scale, dtype=torch.int32),
+                       qmin=self.qmin, qmax=self.qmax, axis=0 if self.per_channel else None,
+                       bits=int(self.bits), signed=self.signed, restricted=self.restricted,
+                       threshold=threshold)
+
+    def integer_codes(self, w: torch.Tensor) -> torch.Tensor:
+        """The integer codes of ``w`` on this quantizer's grid (for export)."""
+        return quantize(w, self.qparams(w))
+
+    def set_amax(self, amax) -> None:
+        """Calibration: set the state from a range ``amax`` >= 0 (shape [], [1] or [C, 1])
+        so that the scale is amax / Qp; the quantizer then counts as initialised."""
+        like = self.initialized.device
+        a = torch.as_tensor(amax, dtype=torch.float32, device=like).detach()
+        if a.numel() == 1:
+            a = a.reshape(1).expand(self.param_shape)
+        elif tuple(a.shape) != self.param_shape:
+            raise ConfigError(f"set_amax: amax of shape {tuple(a.shape)} does not fit a quantizer "
+                              f"with scale shape {self.param_shape}")
+        if not bool(torch.isfinite(a).all()) or bool((a < 0).any()):
+            raise ConfigError("set_amax: amax must be finite and >= 0")
+        with torch.no_grad():
+            self._set_amax(a.clone())
+        self.initialized.fill_(1)
+        self._init_known = True
 
     # ----------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,26 +8,38 @@ arXiv:1910.06188):
 on the restricted symmetric grid [-Qp, Qp] (unsigned: [0, Qp], Qp = 2^b - 1). Gradient:
 clipped STE, 1 inside the range, 0 outside; s is a constant. Under data parallelism the
 first value is averaged over workers; later EMA updates are per worker (rank 0's is saved).
+Calibration (:meth:`~qbert.quant.base.Quantizer.set_amax`) sets m = amax.
 """
+from dataclasses import dataclass
+
 import torch
 
-from qbert.errors import ConfigError
+from .base import EPS, Quantizer
+from .config import HalfOpen, QuantizerConfig, option
+from .registry import register_quantizer
 
-from .base import EPS, Quantizer, fake_quant_ste
+
+@dataclass(frozen=True)
+class EMAConfig(QuantizerConfig):
+    decay: float = option(0.9, "decay d of the running max|x| (default {default})", HalfOpen(0, 1))
 
 
+@register_quantizer("ema", config=EMAConfig, roles=("weight", "activation"))
 class EMAQuantizer(Quantizer):
     restricted = True
     _init_state = ("running_max",)
     _range_tol = 1e-5
 
     def __init__(self, bits: int, signed: bool = True, per_channel: bool = False,
-                 num_channels: int = 1, ema_decay: float = 0.9):
+                 num_channels: int = 1, ema_decay: float = EMAConfig.decay):
         super().__init__(bits, signed, per_channel, num_channels)
-        if not 0.0 <= ema_decay < 1.0:
-            raise ConfigError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        EMAConfig(decay=ema_decay).validate()
         self.ema_decay = float(ema_decay)
         self.register_buffer("running_max", torch.zeros(self.param_shape))
+
+    @classmethod
+    def from_config(cls, bits: int, config: EMAConfig, **grid) -> "EMAQuantizer":
+        return cls(bits, ema_decay=config.decay, **grid)
 
     def _batch_max(self, x: torch.Tensor) -> torch.Tensor:
         return self._rows(x.detach()).abs().amax(dim=1, keepdim=True).reshape(self.param_shape)
@@ -35,18 +47,19 @@ class EMAQuantizer(Quantizer):
     def initialize(self, x: torch.Tensor) -> None:
         self.running_max.copy_(self._batch_max(x))
 
+    def _step(self, x):
+        return (self.running_max.float() / self.Qp).clamp_min(EPS)
+
+    def _set_amax(self, amax: torch.Tensor) -> None:
+        self.running_max.copy_(amax)
+
     def fake_quant(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             with torch.no_grad():
                 m = self.running_max.float()
                 m += (1 - self.ema_decay) * (self._batch_max(x) - m)
                 self.running_max.copy_(m)
-        s = (self.running_max.float() / self.Qp).clamp_min(EPS)
-        self._last_step = s
-        return fake_quant_ste(x, s, self.qmin, self.qmax, tol=self._range_tol)
-
-    def scale_summary(self) -> torch.Tensor:
-        return (self.running_max.float() / self.Qp).clamp_min(EPS).mean()
+        return super().fake_quant(x)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", ema_decay={self.ema_decay}"

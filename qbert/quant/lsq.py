@@ -10,16 +10,19 @@ Gradients (paper eq. 3, STE for round):
     d v_hat / d s = -v/s + round(v/s) inside, -Qn below, Qp above
 
 and the step gradient is scaled by g = 1 / sqrt(N * Qp), N = number of elements sharing
-that step (x.numel() per tensor, elements per row per channel).
+that step (x.numel() per tensor, elements per row per channel). Calibration
+(:meth:`~qbert.quant.base.Quantizer.set_amax`) sets s = amax / Qp.
 """
 import math
 
 import torch
 import torch.nn as nn
 
-from .base import EPS, Quantizer, fake_quant_ste
+from .base import EPS, Quantizer
+from .registry import register_quantizer
 
 
+@register_quantizer("lsq", roles=("weight", "activation"))
 class LSQQuantizer(Quantizer):
     _init_state = ("step",)
 
@@ -32,11 +35,11 @@ class LSQQuantizer(Quantizer):
         s = 2 * self._rows(x).abs().mean(dim=1, keepdim=True) / math.sqrt(self.Qp)
         self.step.data.copy_(s.clamp_min(EPS).reshape(self.param_shape))
 
-    def fake_quant(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.step.float()
-        self._last_step = s.detach().clamp_min(EPS)
-        g = 1.0 / math.sqrt(self._group_size(x) * self.Qp)
-        return fake_quant_ste(x, s, self.qmin, self.qmax, grad_scale=g)
+    def _step(self, x):
+        return self.step.float()
 
-    def scale_summary(self) -> torch.Tensor:
-        return self.step.detach().float().clamp_min(EPS).mean()
+    def _grad_scale(self, x: torch.Tensor) -> float:
+        return 1.0 / math.sqrt(self._group_size(x) * self.Qp)
+
+    def _set_amax(self, amax: torch.Tensor) -> None:
+        self.step.data.copy_((amax / self.Qp).clamp_min(EPS))

@@ -6,20 +6,21 @@ arXiv:1910.06188):
 
 on the restricted symmetric grid [-Qp, Qp], Qp = 2^(b-1) - 1 (2^b - 1 levels); unsigned:
 [0, Qp], Qp = 2^b - 1. Gradient: straight-through (identity) inside the range, 0 outside;
-s is treated as a constant.
+s is treated as a constant. The scale is the weight's own: there is nothing to calibrate.
 """
 import torch
 
-from .base import EPS, Quantizer, fake_quant_ste
+from .base import EPS, Quantizer
+from .registry import register_quantizer
 
 
+@register_quantizer("minmax", roles=("weight",))
 class MinMaxQuantizer(Quantizer):
     restricted = True
+    scale_from_tensor = True
     _range_tol = 1e-5  # max|x| / s may exceed Qp by an ulp
 
-    def fake_quant(self, x: torch.Tensor) -> torch.Tensor:
+    def _step(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             m = self._rows(x.detach()).abs().amax(dim=1, keepdim=True).reshape(self.param_shape)
-            s = (m / self.Qp).clamp_min(EPS)
-        self._last_step = s
-        return fake_quant_ste(x, s, self.qmin, self.qmax, tol=self._range_tol)
+            return (m / self.Qp).clamp_min(EPS)

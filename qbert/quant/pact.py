@@ -24,31 +24,55 @@ The L2 term is added to alpha's gradient by a tensor hook: weight_decay * alpha 
 ``decay_grad_multiplier``; the model sets the multiplier to the batch size each forward
 because fairseq divides all gradients by the number of sentences, so the per-update decay
 is lambda * alpha. (The hook fires once per forward call of this quantizer.)
+Calibration (:meth:`~qbert.quant.base.Quantizer.set_amax`) sets alpha = amax.
 """
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from qbert.errors import ConfigError
-
-from .base import EPS, Quantizer, fake_quant_ste
-
-OPTIMIZER_KINDS = ("adaptive", "linear")
+from .base import EPS, Quantizer
+from .config import OPTIMIZER_KINDS, AtLeast, Greater, OneOf, QuantizerConfig, option
+from .registry import register_quantizer
 
 
+@dataclass(frozen=True)
+class PACTConfig(QuantizerConfig):
+    """PACT's options; the defaults are the training recipe of the README (the constructor
+    of :class:`PACTQuantizer` defaults to no LR scaling and no decay)."""
+
+    init_clip: float = option(1.0, "initial clip value alpha (default {default})", Greater(0))
+    lr_scale: float = option(1000.0, "multiplier on the clip parameters' learning rate "
+                             "(default {default:g})", Greater(0))
+    weight_decay: float = option(0.5, "L2 weight decay on the clip parameters only "
+                                 "(default {default})", AtLeast(0))
+    optimizer_kind: str = option("adaptive", "how the optimizer's update scales with the "
+                                 "gradient: adaptive (Adam family) or linear (SGD); realises "
+                                 "lr_scale", OneOf(OPTIMIZER_KINDS), user=False,
+                                 realises="lr_scale")
+
+    def invalid_message(self, violations) -> str:
+        choice = [v for v in violations if isinstance(v[1], OneOf)]
+        if choice:
+            name, check, value = choice[0]
+            return f"PACT {name} must be {check}, got {value!r}"
+        bounds = [f"{f.name} {f.metadata['check']}" for f in self.options()
+                  if isinstance(f.metadata.get("check"), (Greater, AtLeast))]
+        return "PACT needs " + ", ".join(bounds[:-1]) + " and " + bounds[-1]
+
+
+@register_quantizer("pact", config=PACTConfig, roles=("weight", "activation"))
 class PACTQuantizer(Quantizer):
     restricted = True
+    _inside_step_grad = False  # the paper's STE: no quantization-error term inside the range
 
     def __init__(self, bits: int, signed: bool = True, per_channel: bool = False,
                  num_channels: int = 1, init_clip: float = 1.0, lr_scale: float = 1.0,
                  weight_decay: float = 0.0, optimizer_kind: str = "adaptive"):
         super().__init__(bits, signed, per_channel, num_channels)
-        if optimizer_kind not in OPTIMIZER_KINDS:
-            raise ConfigError(f"PACT optimizer_kind must be one of {', '.join(OPTIMIZER_KINDS)}, "
-                             f"got {optimizer_kind!r}")
-        if init_clip <= 0 or lr_scale <= 0 or weight_decay < 0:
-            raise ConfigError("PACT needs init_clip > 0, lr_scale > 0 and weight_decay >= 0")
+        PACTConfig(init_clip=init_clip, lr_scale=lr_scale, weight_decay=weight_decay,
+                   optimizer_kind=optimizer_kind).validate()
         self.optimizer_kind = optimizer_kind
         self.lr_scale = float(lr_scale)
         self.weight_decay = float(weight_decay)
@@ -61,14 +85,16 @@ class PACTQuantizer(Quantizer):
         """Current clip value(s), detached, shape [1] or [C, 1]."""
         return (self.clip_raw.detach().float() * self.reparam).clamp_min(EPS)
 
-    def fake_quant(self, x: torch.Tensor) -> torch.Tensor:
+    def _step(self, x):
         alpha = self.clip_raw.float() * self.reparam
         if self.weight_decay > 0 and alpha.requires_grad and torch.is_grad_enabled():
             decay = alpha.detach() * (self.weight_decay * float(self.decay_grad_multiplier))
             alpha.register_hook(lambda g: g + decay)
-        s = alpha / self.Qp
-        self._last_step = s.detach().clamp_min(EPS)
-        return fake_quant_ste(x, s, self.qmin, self.qmax, inside_step_grad=False)
+        return alpha / self.Qp
+
+    def _set_amax(self, amax: torch.Tensor) -> None:
+        """alpha = amax, i.e. clip_raw = amax / c."""
+        self.clip_raw.data.copy_(amax / self.reparam)
 
     def scale_summary(self) -> torch.Tensor:
         return self.alpha().mean()
