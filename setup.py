@@ -14,10 +14,16 @@ setup(
         "numpy>=1.26,<3",
         "sacremoses==0.2.0",
         "tensorboardX==2.6.5",
+        # qbert-export / qbert-predict: packed weights, int8 ONNX Runtime models
+        "onnx==1.23.2",
+        "onnxruntime==1.32.0",
+        "safetensors==0.8.0",
     ],
     extras_require={
         "test": ["pytest==9.2.0"],
         "plots": ["matplotlib==3.11.2"],
+        # Hugging Face interop (qbert-import-hf / qbert-export-hf); the core plugin does not need it
+        "hf": ["transformers==5.24.0", "tokenizers==0.23.3", "safetensors==0.8.0"],
     },
     entry_points={
         "console_scripts": [
@@ -25,6 +31,11 @@ setup(
             "qbert-mini-corpus=qbert.data.mini_corpus:cli_main",
             "qbert-preprocess-glue=fairseq_qbert.data.preprocess_glue:cli_main",
             "qbert-user-dir=fairseq_qbert.user_dir:cli_main",
+            "qbert-import-hf=qbert.hf.cli:import_main",
+            "qbert-export-hf=qbert.hf.cli:export_main",
+            "qbert-calibrate=fairseq_qbert.calib.cli:cli_main",
+            "qbert-export=fairseq_qbert.export.cli:cli_main",
+            "qbert-predict=qbert.export.predict:cli_main",
         ]
     },
 )

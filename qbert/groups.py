@@ -1,6 +1,6 @@
 """Layer groups of RoBERTa: which module belongs to which group, and the group/bits spec.
 
-Groups: EMB (token and position embeddings), QKV (attention q/k/v/out projections), FFN
+Groups: EMB (token, position and -- BERT -- token-type embeddings), QKV (attention q/k/v/out projections), FFN
 (fc1/fc2), HEAD (classification head). :data:`GROUP_PATTERNS` is the one table mapping a
 module's name in a fairseq RoBERTa to its group; the fairseq build hooks, the statistics
 and the parameter counts all read it. ``--quant-groups`` reads "EMB,QKV,FFN" (each at the
@@ -18,7 +18,7 @@ MIN_BITS, MAX_BITS = 2, 8
 
 #: (group, pattern on the module's qualified name in a fairseq RoBERTa), first match wins
 GROUP_PATTERNS: Tuple[Tuple[str, "re.Pattern[str]"], ...] = (
-    ("EMB", re.compile(r"(^|\.)(embed_tokens|embed_positions)$")),
+    ("EMB", re.compile(r"(^|\.)(embed_tokens|embed_positions|embed_token_types)$")),
     ("QKV", re.compile(r"(^|\.)self_attn\.(q_proj|k_proj|v_proj|out_proj)$")),
     ("FFN", re.compile(r"(^|\.)(fc1|fc2)$")),
     ("HEAD", re.compile(r"(^|\.)classification_heads\.[^.]+\.(dense|out_proj)$")),

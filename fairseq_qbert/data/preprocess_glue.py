@@ -18,6 +18,11 @@ Two tokenizers, same code otherwise:
   fairseq's GPT-2 BPE (``fairseq.data.encoders.gpt2_bpe_utils.get_encoder``), writing
   BPE ids as ``examples/roberta/multiprocessing_bpe_encoder.py --keep-empty`` does, and
   RoBERTa's ``dict.txt`` (use this for real GLUE and pretrained RoBERTa).
+* ``--bpe wordpiece --vocab vocab.txt --dict dict.txt [--cased]``: BERT's WordPiece (the
+  ``tokenizers`` library, from the ``hf`` extra), for BERT models imported with
+  ``qbert-import-hf`` (its ``vocab.txt`` and ``dict.txt``). The binarized layout is BERT's
+  ``[CLS] A [SEP] B [SEP]`` when trained with ``--init-token 0`` and *no*
+  ``--separator-token``; ``quant_bert`` derives the segment ids from it.
 * ``--bpe whitespace`` (default): split on whitespace; the dictionary is built from the
   training split (input0 and input1) with fairseq's ``Dictionary`` and reused for
   dev/test. Needs no download (mini-GLUE). ``--dict`` reuses an existing dictionary.
@@ -41,7 +46,7 @@ from qbert.data.glue_tasks import TASK_NAMES, UnknownTaskError, check_label_symb
 
 logger = logging.getLogger(__name__)
 
-BPE_CHOICES = ("whitespace", "gpt2")
+BPE_CHOICES = ("whitespace", "gpt2", "wordpiece")
 
 
 class PreprocessError(DataError):
@@ -54,7 +59,8 @@ class PreprocessError(DataError):
 
 
 def check_inputs(glue_dir: str, task: str, bpe: str = "whitespace", encoder_json: Optional[str] = None,
-                 vocab_bpe: Optional[str] = None, dict_path: Optional[str] = None):
+                 vocab_bpe: Optional[str] = None, dict_path: Optional[str] = None,
+                 vocab_txt: Optional[str] = None):
     """Raise PreprocessError for the first problem found; returns the TaskSpec."""
     try:
         spec = get_task(task)
@@ -84,6 +90,15 @@ def check_inputs(glue_dir: str, task: str, bpe: str = "whitespace", encoder_json
                 f"--bpe gpt2 needs {' '.join(missing)}; expected GPT-2 BPE encoder.json, vocab.bpe and "
                 f"RoBERTa's dict.txt (https://dl.fbaipublicfiles.com/fairseq/gpt2_bpe/)"
             )
+        for k, v in given.items():
+            if not os.path.isfile(v):
+                raise PreprocessError(f"{k} file {v!r} not found")
+    elif bpe == "wordpiece":
+        given = {"--vocab": vocab_txt, "--dict": dict_path}
+        missing = [k for k, v in given.items() if not v]
+        if missing:
+            raise PreprocessError(f"--bpe wordpiece needs {' '.join(missing)}; expected BERT's vocab.txt and "
+                                  "dict.txt as qbert-import-hf writes them")
         for k, v in given.items():
             if not os.path.isfile(v):
                 raise PreprocessError(f"{k} file {v!r} not found")
@@ -151,10 +166,23 @@ def _whitespace_encode(line: str) -> str:
     return " ".join(line.split())
 
 
+def wordpiece_tokenizer(vocab_txt: str, lowercase: bool = True):
+    """BERT's WordPiece (``tokenizers`` library) over ``vocab_txt``."""
+    from qbert.hf.compat import import_tokenizers
+
+    try:
+        return import_tokenizers().BertWordPieceTokenizer(vocab_txt, lowercase=lowercase)
+    except Exception as e:  # noqa: BLE001 - unreadable vocab
+        raise PreprocessError(f"--vocab {vocab_txt}: cannot build a WordPiece tokenizer ({e})") from None
+
+
 def tokenize_lines(lines: Sequence[str], bpe: str, encoder_json=None, vocab_bpe=None,
-                   workers: int = 1) -> List[str]:
+                   workers: int = 1, vocab_txt=None, lowercase: bool = True) -> List[str]:
     if bpe == "whitespace":
         return [_whitespace_encode(x) for x in lines]
+    if bpe == "wordpiece":
+        tok = wordpiece_tokenizer(vocab_txt, lowercase)
+        return [" ".join(e.tokens) for e in tok.encode_batch(list(lines), add_special_tokens=False)]
     if workers > 1 and len(lines) > 10000:
         from multiprocessing import Pool
 
@@ -219,8 +247,9 @@ def _awk_div5(value: str, scale: float) -> str:
 
 def preprocess_task(glue_dir: str, task: str, dest_dir: str, bpe: str = "whitespace",
                     encoder_json: Optional[str] = None, vocab_bpe: Optional[str] = None,
-                    dict_path: Optional[str] = None, workers: int = 1, quiet: bool = True) -> str:
-    spec = check_inputs(glue_dir, task, bpe, encoder_json, vocab_bpe, dict_path)
+                    dict_path: Optional[str] = None, workers: int = 1, quiet: bool = True,
+                    vocab_txt: Optional[str] = None, lowercase: bool = True) -> str:
+    spec = check_inputs(glue_dir, task, bpe, encoder_json, vocab_bpe, dict_path, vocab_txt)
     task_dir = os.path.join(glue_dir, spec.name)
     splits = [s for s in spec.splits if os.path.isfile(os.path.join(task_dir, f"{s}.tsv"))]
     missing_tests = [s for s in spec.test_splits if s not in splits]
@@ -245,7 +274,7 @@ def preprocess_task(glue_dir: str, task: str, dest_dir: str, bpe: str = "whitesp
         inputs, labels = extract_split(spec, split, os.path.join(task_dir, f"{split}.tsv"))
         for k, col in enumerate(inputs):
             _write_lines(os.path.join(proc, f"{split}.raw.input{k}"), col)
-            toks = tokenize_lines(col, bpe, encoder_json, vocab_bpe, workers)
+            toks = tokenize_lines(col, bpe, encoder_json, vocab_bpe, workers, vocab_txt, lowercase)
             _write_lines(os.path.join(proc, f"{split}.input{k}"), toks)
         if labels is not None:
             label_lines[split] = labels
@@ -314,7 +343,10 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--task", required=True, help=f"one of {', '.join(TASK_NAMES)}")
     parser.add_argument("--dest-dir", "--destdir", dest="dest_dir", default=None,
                         help="output folder (default: GLUE_DIR/TASK-bin)")
-    parser.add_argument("--bpe", default="whitespace", help="whitespace (default; mini-GLUE) or gpt2 (real GLUE)")
+    parser.add_argument("--bpe", default="whitespace",
+                        help="whitespace (default; mini-GLUE), gpt2 (real GLUE, RoBERTa) or wordpiece (BERT)")
+    parser.add_argument("--vocab", dest="vocab_txt", default=None, help="BERT vocab.txt (--bpe wordpiece)")
+    parser.add_argument("--cased", action="store_true", help="--bpe wordpiece: do not lowercase (cased BERT)")
     parser.add_argument("--encoder-json", default=None, help="GPT-2 BPE encoder.json (--bpe gpt2)")
     parser.add_argument("--vocab-bpe", default=None, help="GPT-2 BPE vocab.bpe (--bpe gpt2)")
     parser.add_argument("--dict", dest="dict_path", default=None,
@@ -323,10 +355,12 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="show fairseq-preprocess logging")
     args = parser.parse_args(argv)
     try:
-        spec = check_inputs(args.glue_dir, args.task, args.bpe, args.encoder_json, args.vocab_bpe, args.dict_path)
+        spec = check_inputs(args.glue_dir, args.task, args.bpe, args.encoder_json, args.vocab_bpe, args.dict_path,
+                            args.vocab_txt)
         dest = args.dest_dir or os.path.join(args.glue_dir, f"{spec.name}-bin")
         preprocess_task(args.glue_dir, spec.name, dest, args.bpe, args.encoder_json, args.vocab_bpe,
-                        args.dict_path, args.workers, quiet=not args.verbose)
+                        args.dict_path, args.workers, quiet=not args.verbose, vocab_txt=args.vocab_txt,
+                        lowercase=not args.cased)
     except PreprocessError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

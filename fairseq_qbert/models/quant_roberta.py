@@ -116,6 +116,11 @@ class QuantRobertaEncoder(RobertaEncoder):
     def __init__(self, args, dictionary, quant: QuantSettings):
         self.quant = quant
         super().__init__(args, dictionary)
+        eps = safe_getattr(args, "layer_norm_eps", None)
+        if eps is not None:  # --layer-norm-eps (imported HF models); fairseq's default otherwise
+            for module in self.modules():  # the encoder's and the LM head's
+                if isinstance(module, nn.LayerNorm):
+                    module.eps = eps
 
     def build_embedding(self, vocab_size, embedding_dim, padding_idx):
         if not self.quant.quantizes("EMB"):
@@ -127,6 +132,11 @@ class QuantRobertaEncoder(RobertaEncoder):
         encoder = QuantTransformerEncoder(args, dictionary, embed_tokens, self.quant)
         encoder.apply(init_bert_params)
         return encoder
+
+
+#: encoder class per ``args.encoder_layout``; a checkpoint's stored args pick its layout,
+#: so a BERT teacher rebuilt as ``quant_roberta`` still gets BERT's embeddings
+ENCODER_LAYOUTS = {"roberta": QuantRobertaEncoder}
 
 
 def _is_quantizer_key(key: str) -> bool:
@@ -147,6 +157,9 @@ class QuantRobertaModel(RobertaModel):
     def add_args(parser):
         RobertaModel.add_args(parser)
         add_quant_args(parser)
+        parser.add_argument("--layer-norm-eps", type=float, default=None, metavar="EPS",
+                            help="epsilon of every encoder LayerNorm (default: fairseq's 1e-5; "
+                                 "quant_bert*: 1e-12; imported HF models: their layer_norm_eps)")
 
     @classmethod
     @entry_point
@@ -159,12 +172,20 @@ class QuantRobertaModel(RobertaModel):
         quant = QuantSettings.from_args(args)
         if not hasattr(args, "max_positions"):
             args.max_positions = getattr(args, "tokens_per_sample", task.max_positions())
-        encoder = QuantRobertaEncoder(args, task.source_dictionary, quant)
+        encoder = cls.build_quant_encoder(args, task.source_dictionary, quant)
         if OmegaConf.is_config(args):
             OmegaConf.set_struct(args, True)
         model = cls(args, encoder, quant)
         model.log_groups()
         return model
+
+    @classmethod
+    def build_quant_encoder(cls, args, dictionary, quant: QuantSettings):
+        """The encoder of ``args.encoder_layout`` (default "roberta"; quant_bert.py adds "bert")."""
+        layout = safe_getattr(args, "encoder_layout", None) or "roberta"
+        if layout not in ENCODER_LAYOUTS:
+            raise ConfigError(f"encoder_layout {layout!r} unknown; allowed: {', '.join(ENCODER_LAYOUTS)}")
+        return ENCODER_LAYOUTS[layout](args, dictionary, quant)
 
     # ------------------------------------------------------------------ groups
     def log_groups(self):

@@ -1,0 +1,126 @@
+"""fairseq RoBERTa/BERT checkpoint -> HF ``save_pretrained`` folder (``qbert-export-hf``).
+
+No fairseq needed. For a ``quant_roberta``/``quant_bert`` result (quantizer state in its
+state dict) each quantized weight is replaced by its dequantized grid values
+(:mod:`qbert.hf.dequantize`, with the checkpoint's own trained quantizers);
+``config.json`` then records the bits and groups under ``qbert_quantization``.
+"""
+import logging
+import os
+from argparse import Namespace
+from typing import Any, Dict, Optional, Tuple
+
+from qbert.errors import CheckpointError, ConfigError, QBertError
+
+from . import hfio, maps
+from . import spec as specs
+from .compat import import_transformers
+
+logger = logging.getLogger(__name__)
+
+QUANT_NOTE_KEY = "qbert_quantization"
+
+
+def is_quantizer_key(key: str) -> bool:
+    return ".weight_quantizer." in key or ".input_quantizer." in key
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """The checkpoint dict, read with the restricted unpickler (qbert.safe_load)."""
+    from qbert.safe_load import safe_load
+
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = safe_load(path, map_location="cpu", source=path)
+    except QBertError:
+        raise
+    except Exception as e:  # noqa: BLE001 - not a torch file, truncated, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{path}: cannot read it as a fairseq checkpoint ({type(e).__name__}: {first})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
+    return state
+
+
+def model_args(state: Dict[str, Any], path: str) -> Namespace:
+    """The model arguments of a fairseq checkpoint (``cfg.model`` or the legacy ``args``)."""
+    cfg = state.get("cfg")
+    source = None
+    if cfg is not None:
+        source = cfg.get("model") if hasattr(cfg, "get") else None
+    if source is None:
+        source = state.get("args")
+    if source is None:
+        raise CheckpointError(f"{path}: the checkpoint stores no model arguments ('cfg.model' or 'args')")
+    if isinstance(source, Namespace):
+        return Namespace(**vars(source))
+    if isinstance(source, dict):
+        return Namespace(**source)
+    try:  # omegaconf DictConfig (hydra-trained checkpoints)
+        from omegaconf import OmegaConf
+
+        return Namespace(**OmegaConf.to_container(source, resolve=True))
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{path}: unreadable model arguments ({type(e).__name__})") from None
+
+
+def fp_state_dict(state: Dict[str, Any], args: Namespace, path: str, head_name: str
+                  ) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+    """(full-precision state dict, quantization note or None)."""
+    model = {("encoder." + k[len("decoder."):] if k.startswith("decoder.") else k): v
+             for k, v in state["model"].items()}
+    if not any(is_quantizer_key(k) for k in model):
+        return model, None
+    from .dequantize import dequantize
+
+    return dequantize(model, args, path, head_name)
+
+
+def export_hf(checkpoint: str, out_dir: str, head_name: str = specs.HEAD_NAME,
+              tokenizer_dir: Optional[str] = None) -> str:
+    """Write the fairseq checkpoint as an HF folder that ``AutoModelForSequenceClassification``
+    (or ``AutoModelForMaskedLM`` for a checkpoint without head) loads.
+
+    The exported model uses fairseq's token ids. ``tokenizer_dir``: an HF tokenizer in those
+    ids (``qbert-import-hf``'s ``OUT/hf_tokenizer``) copied next to the model.
+    """
+    hfio.check_new_dir(out_dir)
+    if tokenizer_dir is not None and not os.path.isdir(tokenizer_dir):
+        raise ConfigError(f"--tokenizer {tokenizer_dir}: no such folder")
+    state = load_checkpoint(checkpoint)
+    args = model_args(state, checkpoint)
+    fp, note = fp_state_dict(state, args, checkpoint, head_name)
+    spec = specs.from_fairseq_args(args, fp, head_name, checkpoint)
+    hf_state = maps.fairseq_to_hf(fp, spec, head_name)
+    extra = {QUANT_NOTE_KEY: note} if note else {QUANT_NOTE_KEY: {"quantized": False}}
+    config_dict = specs.to_hf_config(spec, {"pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}, extra)
+
+    transformers = import_transformers()
+    tokenizer = None
+    if tokenizer_dir is not None:
+        from .importer import load_tokenizer
+
+        tokenizer = load_tokenizer(tokenizer_dir, f"--tokenizer {tokenizer_dir}")
+        if len(tokenizer) > spec.vocab_size:
+            raise ConfigError(f"--tokenizer {tokenizer_dir} has {len(tokenizer)} tokens but the model only "
+                              f"{spec.vocab_size} rows; give the tokenizer the model was trained with")
+    config = transformers.AutoConfig.for_model(spec.family, **{k: v for k, v in config_dict.items()
+                                                               if k != "model_type"})
+    model = getattr(transformers, spec.architecture)(config)
+    result = model.load_state_dict(hf_state, strict=False)
+    tied = {"lm_head.decoder.weight", "lm_head.decoder.bias"}
+    missing = [k for k in result.missing_keys if k not in tied and not k.endswith("position_ids")]
+    if missing or result.unexpected_keys:
+        bad = (missing or result.unexpected_keys)[0]
+        raise CheckpointError(f"{checkpoint}: the HF {spec.architecture} does not match the converted weights "
+                              f"({'missing' if missing else 'unexpected'} '{bad}')")
+    model.eval()
+    with hfio.staged_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    logger.info("exported %s as %s to %s", checkpoint, spec.architecture, out_dir)
+    return out_dir
+
+
