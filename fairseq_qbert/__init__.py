@@ -4,16 +4,15 @@ Importing this package (fairseq does it for ``--user-dir fairseq_qbert``) regist
 the ``quant_roberta`` model family and the ``kd_sentence_prediction`` criterion.
 """
 import atexit
-import os
 
-# fairseq checkpoints are pickles holding argparse.Namespace / DictConfig objects.
-# torch >= 2.6 refuses them with weights_only=True (the new default), both in
-# checkpoint_utils.load_checkpoint_to_cpu and in the DDP object broadcast.
-# Only load checkpoints you trust (see README).
-os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+from . import models  # noqa: F401  (registers quant_roberta)
+from . import criterions  # noqa: F401  (registers kd_sentence_prediction)
+from . import checkpoint_loading
 
-from . import models  # noqa: E402,F401  (registers quant_roberta)
-from . import criterions  # noqa: E402,F401  (registers kd_sentence_prediction)
+# fairseq checkpoints are pickles holding argparse.Namespace (and omegaconf) objects, which
+# torch >= 2.6 refuses by default: fairseq's loading goes through qbert.safe_load, with
+# exactly these types allowed for its own torch.load calls (see checkpoint_loading).
+checkpoint_loading.install()
 
 
 def _destroy_process_group_at_exit():

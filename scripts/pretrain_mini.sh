@@ -33,7 +33,6 @@ fi
 PY_BIN_DIR=$(dirname "$(command -v "$PYTHON")")
 tool() { if [[ -x "$PY_BIN_DIR/$1" ]]; then echo "$PY_BIN_DIR/$1"; else echo "$1"; fi; }
 export PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}"
-export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1
 
 SEED=${SEED:-1}
 SENTENCES_PER_TASK=${SENTENCES_PER_TASK:-20000}
@@ -61,7 +60,8 @@ if [[ ! -f "$OUT/corpus-bin/dict.txt" ]]; then
 fi
 
 if [[ ! -f "$OUT/model.pt" ]]; then
-  "$(tool fairseq-train)" "$OUT/corpus-bin" \
+  # --user-dir: the plugin's safe checkpoint loading (resuming an interrupted run)
+  "$(tool fairseq-train)" "$OUT/corpus-bin" --user-dir "$REPO_DIR/fairseq_qbert" \
     --task masked_lm --criterion masked_lm \
     --arch roberta --encoder-layers "${ENCODER_LAYERS:-2}" --encoder-embed-dim 64 --encoder-ffn-embed-dim 128 \
     --encoder-attention-heads 4 --max-positions "$TOKENS_PER_SAMPLE" \

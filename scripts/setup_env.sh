@@ -26,10 +26,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing fairseq-qbert and pinned dependencies into $VENV" >&2
   # torch first and pinned: otherwise a dependency may resolve a multi-GB CUDA build
   "$VENV/bin/pip" install -q --disable-pip-version-check "torch==2.13.0"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[test,plots]"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[test,plots,hf]"
   echo "$want" > "$stamp"
 fi
 export VENV
 export PATH="$VENV/bin:$PATH"
-# fairseq checkpoints are pickles (argparse.Namespace inside): torch >= 2.6 refuses them by default.
-export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1

@@ -21,9 +21,11 @@
 # and: DEVICE=cpu|gpu (default cpu: adds --cpu), MAX_EPOCH (default: 10 with ROBERTA_PATH,
 # else 0 = stop at TOTAL_NUM_UPDATES), SEED, LOG_INTERVAL, FP16=1 (GPU only),
 # PYTHON (default: the repo's .venv python if present, else python),
-# USER_DIR=1 (add --user-dir fairseq_qbert), EXTRA_ARGS (more fairseq-train flags).
+# USER_DIR=0 (plain fairseq: no --user-dir fairseq_qbert, whose safe checkpoint loading
+# ROBERTA_PATH and resuming need under torch >= 2.6), EXTRA_ARGS (more fairseq-train flags).
 #
-# fairseq checkpoints are pickles: only load checkpoints you trust.
+# fairseq checkpoints are pickles: the plugin loads them with torch's restricted unpickler
+# (fairseq's own types only); a file you trust that needs more: QBERT_TRUST_CHECKPOINT=PATH.
 set -euo pipefail
 
 if [[ $# -lt 3 ]]; then
@@ -40,9 +42,6 @@ if [[ -z "${FAIRSEQ_TRAIN:-}" ]]; then
   PY_BIN_DIR=$(dirname "$(command -v "$PYTHON")")
   if [[ -x "$PY_BIN_DIR/fairseq-train" ]]; then FAIRSEQ_TRAIN="$PY_BIN_DIR/fairseq-train"; else FAIRSEQ_TRAIN=fairseq-train; fi
 fi
-
-# torch >= 2.6 defaults torch.load(weights_only=True), which refuses fairseq checkpoints.
-export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1
 
 # Task table (run as a plain file: no fairseq import, no plugin import).
 GLUE_TASKS="$PYTHON -m qbert.data.glue_tasks"
@@ -110,7 +109,7 @@ case "$DEVICE" in
 esac
 
 USER_DIR_ARGS=()
-if [[ "${USER_DIR:-0}" == 1 ]]; then USER_DIR_ARGS+=(--user-dir "$REPO_DIR/fairseq_qbert"); fi
+if [[ "${USER_DIR:-1}" == 1 ]]; then USER_DIR_ARGS+=(--user-dir "$REPO_DIR/fairseq_qbert"); fi
 # shellcheck disable=SC2206
 EXTRA=(${EXTRA_ARGS:-})
 

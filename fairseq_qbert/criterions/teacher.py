@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from fairseq_qbert.models.quant_config import full_precision_args
 from qbert.errors import CheckpointError, ConfigError, QBertError
 
 logger = logging.getLogger(__name__)
@@ -32,18 +33,9 @@ logger = logging.getLogger(__name__)
 EMBED_KEY = "encoder.sentence_encoder.embed_tokens.weight"
 HEAD_PREFIX = "classification_heads."
 
-#: quant_roberta flags forced to full precision for the teacher (never the student's)
-FP_OVERRIDES = {
-    "quant_groups": "",
-    "weight_bits": 8,
-    "weight_quantizer": "lsq",
-    "act_bits": 0,
-    "act_quantizer": None,
-    "lsq_per_channel": False,
-    "pact_init_clip": None,
-    "pact_lr_scale": None,
-    "pact_weight_decay": None,
-}
+#: quant_roberta flags forced to full precision for the teacher (never the student's):
+#: the defaults of every quantization flag, quantizer options included (see quant_config)
+FP_OVERRIDES = full_precision_args()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -158,10 +150,10 @@ def load_teacher(path: str, task, head_name: str, regression_target: bool) -> Te
     ``RobertaModel.upgrade_state_dict_named`` would silently drop a head of the wrong
     shape and keep a random one.
     """
-    from fairseq import checkpoint_utils
     from fairseq.models import ARCH_MODEL_REGISTRY
     from fairseq.models.roberta import RobertaModel
 
+    from fairseq_qbert.checkpoint_loading import load_checkpoint_to_cpu
     from fairseq_qbert.models.quant_roberta import QuantRobertaModel
 
     if not path:
@@ -169,8 +161,10 @@ def load_teacher(path: str, task, head_name: str, regression_target: bool) -> Te
                          "(a fairseq checkpoint of the fine-tuned full-precision model)")
     if not os.path.isfile(path):
         raise CheckpointError(f"--teacher-path {path}: no such file")
-    try:
-        state = checkpoint_utils.load_checkpoint_to_cpu(path)
+    try:  # fairseq's loader with torch's restricted unpickler (fairseq_qbert.checkpoint_loading)
+        state = load_checkpoint_to_cpu(path)
+    except CheckpointError as e:  # refused: needs a type that may run code when unpickled
+        raise CheckpointError(f"--teacher-path {path}: {e.message}") from None
     except Exception as e:  # unreadable, truncated, not a pickle, ...
         raise CheckpointError(f"--teacher-path {path}: cannot read it as a fairseq checkpoint "
                          f"({_first_line(e)})") from None
