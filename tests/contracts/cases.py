@@ -75,3 +75,23 @@ def quantizer_cases(bits: Iterable[int] = BITS, names: Optional[Iterable[str]] =
 def case_params(**kwargs) -> list:
     """:func:`quantizer_cases` as pytest params with readable ids."""
     return [pytest.param(c, id=c.id) for c in quantizer_cases(**kwargs)]
+
+
+#: quant_roberta flag sets whose export must reproduce the fake-quant model (tests/integration/
+#: test_export.py): every quantizer kind as weights and as activations, per-channel, groups, bits
+EXPORT_MODEL_CASES = {
+    "fp": [],
+    "lsq-w8a8": ["--quant-groups", "EMB,QKV,FFN", "--weight-bits", "8", "--act-bits", "8"],
+    "lsq-w4a8-head": ["--quant-groups", "EMB,QKV,FFN,HEAD", "--weight-bits", "4", "--act-bits", "8"],
+    "lsq-w2a8-pact": ["--quant-groups", "QKV,FFN", "--weight-bits", "2", "--act-bits", "8",
+                      "--act-quantizer", "pact", "--optimizer", "adam"],
+    "lsq-channel-w3a4": ["--quant-groups", "EMB:4,QKV:3,FFN:4", "--lsq-per-channel", "--act-bits", "4"],
+    "lsq-w4": ["--quant-groups", "EMB,QKV,FFN", "--weight-bits", "4"],
+    "lsq-w2-ffn": ["--quant-groups", "FFN", "--weight-bits", "2"],
+    "twn": ["--quant-groups", "EMB,QKV,FFN", "--weight-quantizer", "twn"],
+    "pact-w8a8": ["--quant-groups", "QKV,FFN,HEAD", "--weight-quantizer", "pact", "--act-bits", "8",
+                  "--act-quantizer", "pact", "--optimizer", "adam"],
+    "minmax-w8a8-ema": ["--quant-groups", "QKV,FFN", "--weight-quantizer", "minmax", "--act-bits", "8",
+                        "--act-quantizer", "ema"],
+    "ema-w4": ["--quant-groups", "EMB,FFN", "--weight-quantizer", "ema", "--weight-bits", "4"],
+}
