@@ -18,10 +18,10 @@ For knowledge distillation (TernaryBERT) the pre-softmax scores can be captured 
 import contextlib
 from typing import List, Optional
 
-import torch
-from fairseq import utils
 from fairseq.modules import MultiheadAttention
 from torch import Tensor, nn
+
+from qbert.nn.attention import self_attention
 
 
 class QuantMultiheadAttention(MultiheadAttention):
@@ -46,30 +46,14 @@ class QuantMultiheadAttention(MultiheadAttention):
             raise RuntimeError(
                 "QuantMultiheadAttention covers encoder self-attention only "
                 "(no incremental state, bias_kv, add_zero_attn or before_softmax)")
-        tgt_len, bsz, embed_dim = query.size()
-        heads, head_dim = self.num_heads, self.head_dim
-
-        q = self.q_proj(query) * self.scaling
-        k = self.k_proj(query)
-        v = self.v_proj(query)
-        q = q.contiguous().view(tgt_len, bsz * heads, head_dim).transpose(0, 1)
-        k = k.contiguous().view(-1, bsz * heads, head_dim).transpose(0, 1)
-        v = v.contiguous().view(-1, bsz * heads, head_dim).transpose(0, 1)
-        src_len = k.size(1)
-
-        scores = torch.bmm(q, k.transpose(1, 2))
-        if attn_mask is not None:
-            scores = scores + attn_mask.unsqueeze(0)
-        scores = scores.view(bsz, heads, tgt_len, src_len)
-        if key_padding_mask is not None:
-            scores = scores.masked_fill(key_padding_mask.unsqueeze(1).unsqueeze(2).to(torch.bool),
-                                        float("-inf"))
+        tgt_len, bsz, _ = query.size()
+        heads = self.num_heads
+        attn, scores, probs_float = self_attention(
+            query, self.q_proj, self.k_proj, self.v_proj, heads, self.scaling,
+            key_padding_mask=key_padding_mask, attn_mask=attn_mask, dropout=self.dropout_module)
+        src_len = scores.size(-1)
         if self.score_sink is not None:
             self.score_sink.append(scores)
-
-        probs_float = utils.softmax(scores.view(bsz * heads, tgt_len, src_len), dim=-1)
-        probs = self.dropout_module(probs_float.type_as(scores))
-        attn = torch.bmm(probs, v).transpose(0, 1).contiguous().view(tgt_len, bsz, embed_dim)
         attn = self.out_proj(attn)
 
         weights = None

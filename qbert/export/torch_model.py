@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qbert.errors import ConfigError
+from qbert.nn.attention import self_attention
 from qbert.quant.qparams import fake_quant
 
 from .format import ExportedModel
@@ -86,21 +87,8 @@ class ExportLayer(nn.Module):
         self.activation_fn = activation(arch["activation_fn"])
 
     def attention(self, x, key_padding_mask: Optional[torch.Tensor]):
-        tgt_len, bsz, embed_dim = x.size()
-        heads, head_dim = self.heads, self.head_dim
-        q = self.q_proj(x) * self.scaling
-        k = self.k_proj(x)
-        v = self.v_proj(x)
-        q = q.contiguous().view(tgt_len, bsz * heads, head_dim).transpose(0, 1)
-        k = k.contiguous().view(-1, bsz * heads, head_dim).transpose(0, 1)
-        v = v.contiguous().view(-1, bsz * heads, head_dim).transpose(0, 1)
-        src_len = k.size(1)
-        scores = torch.bmm(q, k.transpose(1, 2)).view(bsz, heads, tgt_len, src_len)
-        if key_padding_mask is not None:
-            scores = scores.masked_fill(key_padding_mask.unsqueeze(1).unsqueeze(2).to(torch.bool),
-                                        float("-inf"))
-        probs = F.softmax(scores.view(bsz * heads, tgt_len, src_len).float(), dim=-1).type_as(scores)
-        attn = torch.bmm(probs, v).transpose(0, 1).contiguous().view(tgt_len, bsz, embed_dim)
+        attn, _, _ = self_attention(x, self.q_proj, self.k_proj, self.v_proj, self.heads,
+                                    self.scaling, key_padding_mask=key_padding_mask)
         return self.out_proj(attn)
 
     def forward(self, x, key_padding_mask):
