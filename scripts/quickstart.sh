@@ -5,6 +5,8 @@
 #   3. full-precision teacher fine-tune (tiny RoBERTa)
 #   4. 4-bit LSQ QAT of EMB,QKV,FFN started from the teacher, without and with KD (trm,logits)
 #   5. the table FP vs QAT vs QAT+KD, and where the tensorboard logs are
+#   6. export of the QAT+KD model to packed integer weights + an int8 ONNX Runtime model,
+#      verified against the fake-quant model on the dev set, and a prediction on raw text
 # Re-running skips finished steps. WORK (default work/quickstart) holds everything.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,6 +38,14 @@ BITS=4 QUANT_GROUPS=EMB,QKV,FFN KD_PARTS=trm,logits DATA_KIND=mini \
 say "results table"
 "$PYTHON" scripts/make_tables.py "$WORK/exp" --results-dir "$WORK/results" --clean
 for table in "$WORK"/results/*.md; do echo; cat "$table"; done
+
+QAT_KD="$(find "$WORK/exp/runs" -path '*_kd-*' -name checkpoint_best.pt | head -n 1)"
+say "exporting $QAT_KD -> $WORK/deploy (packed weights + int8 ONNX), verified on the dev set"
+"$VENV/bin/qbert-export" "$QAT_KD" --out "$WORK/deploy" --force --verify "$WORK/data/$TASK-bin"
+DEV="$WORK/data/glue/$TASK/dev.tsv"
+tail -n +2 "$DEV" | cut -f1 | head -n 5 > "$WORK/raw.tsv"
+say "qbert-predict on 5 raw dev sentences (needs only onnxruntime + numpy)"
+"$VENV/bin/qbert-predict" "$WORK/deploy" --input "$WORK/raw.tsv"
 echo
 say "done. Tensorboard logs:"
 echo "  teacher: $WORK/teacher/tb"
