@@ -29,6 +29,8 @@ from qbert.quant import (
     build_quantizer,
 )
 
+from .sparsity import SparseSettings
+
 # How an optimizer's update depends on the gradient's scale decides how PACT's clip is
 # reparametrized (alpha = c * clip_raw) to realise --pact-lr-scale (see quant/pact.py).
 ADAPTIVE_OPTIMIZERS = ("adam", "adamax", "adagrad", "adadelta", "adafactor", "lamb", "cpu_adam")
@@ -146,6 +148,8 @@ class QuantSettings:
     lsq_per_channel: bool = False
     #: quantizer name -> its validated config (options of the quantizers in use)
     configs: Dict[str, QuantizerConfig] = field(default_factory=default_configs)
+    #: 2:4 sparsity (--sparse-*), see sparsity.py
+    sparse: SparseSettings = field(default_factory=SparseSettings)
 
     @classmethod
     def from_args(cls, args) -> "QuantSettings":
@@ -179,7 +183,7 @@ class QuantSettings:
                 configs[name] = _with_optimizer_kind(get, spec, configs[name])
         return cls(group_bits=group_bits, weight_quantizer=weight_q, act_bits=act_bits,
                    act_quantizer=act_q or "lsq", lsq_per_channel=bool(get("lsq_per_channel", False)),
-                   configs=configs)
+                   configs=configs, sparse=SparseSettings.from_args(args))
 
     # ------------------------------------------------------------------ queries
     def quantizes(self, group: str) -> bool:

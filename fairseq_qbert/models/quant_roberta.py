@@ -39,8 +39,10 @@ from qbert.groups import group_parameter_counts, module_group
 from qbert.quant.base import BitsMismatchError, Quantizer
 from qbert.quant.modules import QuantEmbedding, QuantLinear
 
+from .length_adaptive import LengthAdaptiveEncoderMixin, add_length_adaptive_args
 from .quant_attention import QuantMultiheadAttention
 from .quant_config import QuantSettings, add_quant_args
+from .sparsity import Sparsity, add_sparse_args
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +63,12 @@ class QuantLearnedPositionalEmbedding(LearnedPositionalEmbedding):
 
 
 def build_linear(quant: QuantSettings, group: str, in_dim: int, out_dim: int, input_signed=True):
-    """nn.Linear when ``group`` stays full precision, else a QuantLinear for it."""
-    if not quant.quantizes(group):
+    """nn.Linear when ``group`` stays full precision and dense, else a QuantLinear for it."""
+    if not quant.quantizes(group) and not quant.sparse.masks(group):
         return nn.Linear(in_dim, out_dim)
-    return QuantLinear(in_dim, out_dim, weight_quantizer=quant.weight_quantizer_for(group, out_dim),
-                       input_quantizer=quant.input_quantizer_for(group, signed=input_signed))
+    return quant.sparse.prepare(QuantLinear(
+        in_dim, out_dim, weight_quantizer=quant.weight_quantizer_for(group, out_dim),
+        input_quantizer=quant.input_quantizer_for(group, signed=input_signed)), group)
 
 
 class QuantTransformerEncoderLayer(TransformerEncoderLayerBase):
@@ -91,7 +94,7 @@ class QuantTransformerEncoderLayer(TransformerEncoderLayerBase):
                                        projections=projections)
 
 
-class QuantTransformerEncoder(TransformerEncoder):
+class QuantTransformerEncoder(LengthAdaptiveEncoderMixin, TransformerEncoder):
     def __init__(self, args, dictionary, embed_tokens, quant: QuantSettings):
         self.quant = quant
         super().__init__(args, dictionary, embed_tokens)
@@ -123,10 +126,11 @@ class QuantRobertaEncoder(RobertaEncoder):
                     module.eps = eps
 
     def build_embedding(self, vocab_size, embedding_dim, padding_idx):
-        if not self.quant.quantizes("EMB"):
+        if not self.quant.quantizes("EMB") and not self.quant.sparse.masks("EMB"):
             return nn.Embedding(vocab_size, embedding_dim, padding_idx)
-        return QuantEmbedding(vocab_size, embedding_dim, padding_idx,
-                              weight_quantizer=self.quant.weight_quantizer_for("EMB", vocab_size))
+        return self.quant.sparse.prepare(QuantEmbedding(
+            vocab_size, embedding_dim, padding_idx,
+            weight_quantizer=self.quant.weight_quantizer_for("EMB", vocab_size)), "EMB")
 
     def build_encoder(self, args, dictionary, embed_tokens):
         encoder = QuantTransformerEncoder(args, dictionary, embed_tokens, self.quant)
@@ -152,11 +156,14 @@ class QuantRobertaModel(RobertaModel):
         self.quant = quant
         self._quantizer_index = None  # group -> [(role, quantizer)], built lazily
         self._record_stats = True  # log quantizer statistics in this update's forwards
+        self.sparsity = Sparsity(quant.sparse)  # 2:4 masks: computed on load / first forward
 
     @staticmethod
     def add_args(parser):
         RobertaModel.add_args(parser)
         add_quant_args(parser)
+        add_sparse_args(parser)
+        add_length_adaptive_args(parser)
         parser.add_argument("--layer-norm-eps", type=float, default=None, metavar="EPS",
                             help="epsilon of every encoder LayerNorm (default: fairseq's 1e-5; "
                                  "quant_bert*: 1e-12; imported HF models: their layer_norm_eps)")
@@ -195,17 +202,19 @@ class QuantRobertaModel(RobertaModel):
                            for g in ("EMB", "QKV", "FFN"))
         logger.info(f"quant_roberta parameters: {total / 1e6:.3f}M; groups: {shares}")
         logger.info(f"quant_roberta quantization: {self.quant.describe()}")
+        if self.quant.sparse.groups:
+            logger.info(f"quant_roberta sparsity: {self.quant.sparse.describe()}")
 
     def register_classification_head(self, name, num_classes=None, inner_dim=None, **kwargs):
         super().register_classification_head(name, num_classes, inner_dim, **kwargs)
-        if self.quant.quantizes("HEAD"):
+        if self.quant.quantizes("HEAD") or self.quant.sparse.masks("HEAD"):
             head = self.classification_heads[name]
-            head.dense = QuantLinear.from_linear(
+            head.dense = self.quant.sparse.prepare(QuantLinear.from_linear(
                 head.dense, self.quant.weight_quantizer_for("HEAD", head.dense.out_features),
-                self.quant.input_quantizer_for("HEAD"))
-            head.out_proj = QuantLinear.from_linear(
+                self.quant.input_quantizer_for("HEAD")), "HEAD")
+            head.out_proj = self.quant.sparse.prepare(QuantLinear.from_linear(
                 head.out_proj, self.quant.weight_quantizer_for("HEAD", head.out_proj.out_features),
-                self.quant.input_quantizer_for("HEAD"))
+                self.quant.input_quantizer_for("HEAD")), "HEAD")
         self._quantizer_index = None
 
     def quantizers_by_group(self) -> Dict[str, List[Tuple[str, Quantizer]]]:
@@ -226,6 +235,7 @@ class QuantRobertaModel(RobertaModel):
         """Statistics cost an extra pass per quantizer: record them only for the updates
         whose train_inner line fairseq logs (every --log-interval updates)."""
         super().set_num_updates(num_updates)
+        self.sparsity.after_update(self, num_updates)  # ASP's p *= mask; --sparse-recompute-every
         interval = max(1, int(safe_getattr(self.args, "log_interval", 100) or 100))
         self._record_stats = (num_updates + 1) % interval == 0
         for entries in self.quantizers_by_group().values():
@@ -233,6 +243,7 @@ class QuantRobertaModel(RobertaModel):
                 q.record_stats = self._record_stats
 
     def forward(self, src_tokens, *args, **kwargs):
+        self.sparsity.before_forward(self)  # masks before quantizer init (NVIDIA's order)
         index = self.quantizers_by_group()
         if self.training and index:
             batch_size = float(src_tokens.size(0))
@@ -245,6 +256,8 @@ class QuantRobertaModel(RobertaModel):
         out = super().forward(src_tokens, *args, **kwargs)
         if self.training and index and self._record_stats:
             self._log_quantizer_stats(index)
+        if self.training and self._record_stats:
+            self.sparsity.log_stats(self)
         return out
 
     @staticmethod
@@ -270,8 +283,9 @@ class QuantRobertaModel(RobertaModel):
         Missing keys get this model's fresh, *uninitialised* quantizer state, so step sizes
         and clips are initialised from the loaded weights / first batch, not from zeros.
         """
-        super().upgrade_state_dict_named(state_dict, name)
         prefix = name + "." if name else ""
+        saved_masks = self.sparsity.saved_masks(state_dict, prefix)  # before heads are copied in
+        super().upgrade_state_dict_named(state_dict, name)
         own = {k: v for k, v in self.state_dict().items() if _is_quantizer_key(k)}
         saved = {k[len(prefix):] for k in state_dict if k.startswith(prefix) and _is_quantizer_key(k)}
         extra = sorted(saved - set(own))
@@ -283,6 +297,7 @@ class QuantRobertaModel(RobertaModel):
                 "--quant-groups/--act-bits, or start from a full-precision checkpoint")
         for key in sorted(set(own) - saved):
             state_dict[prefix + key] = own[key].clone()
+        self.sparsity.upgrade_state_dict(self, state_dict, prefix, saved_masks)  # 2:4 masks
 
     @entry_point  # fairseq's Trainer calls it: a mismatch is one line, not "Cannot load model parameters"
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):

@@ -2,7 +2,8 @@
 
 Parameter names are those of nn.Linear / nn.Embedding (``weight``, ``bias``), so full-precision
 fairseq RoBERTa checkpoints load into them; the quantizers add ``weight_quantizer.*`` and
-``input_quantizer.*`` keys.
+``input_quantizer.*`` keys. A 2:4-sparse module (``add_weight_mask()``) also has a bool
+``weight_mask`` buffer, applied before the weight quantizer; dense modules have no such key.
 """
 from typing import Optional
 
@@ -13,7 +14,25 @@ import torch.nn.functional as F
 from .base import Quantizer
 
 
-class QuantLinear(nn.Linear):
+class _Maskable:
+    """Optional fixed weight mask (2:4 sparsity): the forward uses ``weight * weight_mask``,
+    so masked weights get no gradient."""
+
+    def add_weight_mask(self):
+        """Register the ``weight_mask`` buffer (all kept until a mask is computed)."""
+        self.register_buffer("weight_mask", torch.ones_like(self.weight, dtype=torch.bool))
+        return self
+
+    def masked_weight(self) -> torch.Tensor:
+        mask = self._buffers.get("weight_mask")
+        return self.weight if mask is None else self.weight * mask
+
+    def quantized_weight(self) -> torch.Tensor:
+        w = self.masked_weight()
+        return w if self.weight_quantizer is None else self.weight_quantizer(w)
+
+
+class QuantLinear(_Maskable, nn.Linear):
     """y = F.linear(input_quantizer(x), weight_quantizer(W), b); a missing quantizer is identity."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
@@ -36,16 +55,13 @@ class QuantLinear(nn.Linear):
                 q.bias.copy_(linear.bias)
         return q
 
-    def quantized_weight(self) -> torch.Tensor:
-        return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
         return F.linear(x, self.quantized_weight(), self.bias)
 
 
-class QuantEmbedding(nn.Embedding):
+class QuantEmbedding(_Maskable, nn.Embedding):
     """nn.Embedding whose lookup table is weight_quantizer(W) (identity when None).
 
     ``max_norm`` renormalizes the stored (full-precision) rows in place before quantization,
@@ -73,9 +89,6 @@ class QuantEmbedding(nn.Embedding):
             q.weight.copy_(emb.weight)
         q.weight.requires_grad_(emb.weight.requires_grad)
         return q
-
-    def quantized_weight(self) -> torch.Tensor:
-        return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.max_norm is not None:
