@@ -34,6 +34,7 @@ setup(
             "qbert-import-hf=qbert.hf.cli:import_main",
             "qbert-export-hf=qbert.hf.cli:export_main",
             "qbert-calibrate=fairseq_qbert.calib.cli:cli_main",
+            "qbert-length-search=fairseq_qbert.lat.search_cli:cli_main",
             "qbert-export=fairseq_qbert.export.cli:cli_main",
             "qbert-predict=qbert.export.predict:cli_main",
         ]

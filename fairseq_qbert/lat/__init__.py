@@ -1,0 +1,1 @@
+"""Length-adaptive tools on fairseq checkpoints (``qbert-length-search``)."""
