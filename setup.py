@@ -4,7 +4,8 @@ from setuptools import find_packages, setup
 setup(
     name="fairseq-qbert",
     version="0.1.0",
-    description="fairseq plugin: PACT/LSQ/Q8BERT/TWN quantization-aware fine-tuning of RoBERTa with TernaryBERT-style KD",
+    description=("fairseq plugin: PACT/LSQ/Q8BERT/TWN quantization-aware fine-tuning of RoBERTa "
+                 "with TernaryBERT-style KD, PTQ calibration and integer ONNX export"),
     packages=find_packages(include=["qbert", "qbert.*", "fairseq_qbert", "fairseq_qbert.*"]),
     python_requires=">=3.11,<3.12",
     install_requires=[

@@ -5,9 +5,11 @@ the ``quant_roberta`` model family and the ``kd_sentence_prediction`` criterion.
 """
 import atexit
 
-from . import models  # noqa: F401  (registers quant_roberta)
-from . import criterions  # noqa: F401  (registers kd_sentence_prediction)
-from . import checkpoint_loading
+from . import (
+    checkpoint_loading,
+    criterions,  # noqa: F401  (registers kd_sentence_prediction)
+    models,  # noqa: F401  (registers quant_roberta)
+)
 
 # fairseq checkpoints are pickles holding argparse.Namespace (and omegaconf) objects, which
 # torch >= 2.6 refuses by default: fairseq's loading goes through qbert.safe_load, with

@@ -1,6 +1,7 @@
 """Short names for building models in-process from fairseq command lines (shared by tests)."""
 import fairseq_qbert  # noqa: F401  (registers the plugin)
-from fairseq_qbert.models.standalone import HEAD, DictionaryOnlyTask as FakeTask, build_model, parse_model_args
+from fairseq_qbert.models.standalone import HEAD, build_model, parse_model_args
+from fairseq_qbert.models.standalone import DictionaryOnlyTask as FakeTask
 
 __all__ = ["HEAD", "FakeTask", "build", "parse"]
 

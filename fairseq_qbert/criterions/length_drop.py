@@ -29,7 +29,6 @@ fine-tuned checkpoint (``--finetune-from-model``) with ``--num-sandwich 2
 import contextlib
 from dataclasses import dataclass, field
 
-import torch
 from fairseq.criterions import register_criterion
 from fairseq.criterions.sentence_prediction import SentencePredictionCriterion
 from fairseq.logging import metrics

@@ -41,8 +41,8 @@ import shutil
 import sys
 from typing import Iterable, List, Optional, Sequence
 
-from qbert.errors import DataError
 from qbert.data.glue_tasks import TASK_NAMES, UnknownTaskError, check_label_symbols, get_task
+from qbert.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def check_inputs(glue_dir: str, task: str, bpe: str = "whitespace", encoder_json
     try:
         spec = get_task(task)
     except UnknownTaskError as e:
-        raise PreprocessError(str(e))
+        raise PreprocessError(str(e)) from None
     if bpe not in BPE_CHOICES:
         raise PreprocessError(f"unknown --bpe {bpe!r}; expected one of: {', '.join(BPE_CHOICES)}")
     if not glue_dir or not os.path.isdir(glue_dir):
@@ -320,7 +320,7 @@ def preprocess_task(glue_dir: str, task: str, dest_dir: str, bpe: str = "whitesp
         try:
             check_label_symbols(spec.name, _label_symbols(os.path.join(label_dir, "dict.txt")))
         except ValueError as e:
-            raise PreprocessError(str(e))
+            raise PreprocessError(str(e)) from None
     return dest_dir
 
 

@@ -144,9 +144,18 @@ def dev_lengths(task, model, split: str, batch_size: int):
 def main(argv=None) -> dict:
     import fairseq_qbert  # noqa: F401  (registers quant_roberta, safe checkpoint loading)
     from fairseq_qbert.models.length_adaptive import set_length_config
-    from qbert.lat import (SearchSettings, Store, best_under, encoder_macs,
-                           evolutionary_search, format_length_config, mean_encoder_macs,
-                           plot_search, save_search, write_atomic)
+    from qbert.lat import (
+        SearchSettings,
+        Store,
+        best_under,
+        encoder_macs,
+        evolutionary_search,
+        format_length_config,
+        mean_encoder_macs,
+        plot_search,
+        save_search,
+        write_atomic,
+    )
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",

@@ -22,13 +22,15 @@ from fairseq.models import register_model, register_model_architecture
 from fairseq.models.roberta.model import (
     RobertaEncoder,
     RobertaModel,
-    base_architecture as roberta_base_architecture,
     roberta_large_architecture,
+)
+from fairseq.models.roberta.model import (
+    base_architecture as roberta_base_architecture,
 )
 from fairseq.models.transformer import TransformerConfig, TransformerEncoder
 from fairseq.modules import LearnedPositionalEmbedding
-from fairseq.modules.transformer_layer import TransformerEncoderLayerBase
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
+from fairseq.modules.transformer_layer import TransformerEncoderLayerBase
 from fairseq.modules.transformer_sentence_encoder import init_bert_params
 from fairseq.utils import safe_getattr
 from torch import nn

@@ -574,7 +574,7 @@ def _qnli_example(rng: random.Random, label: str) -> Tuple[str, str]:
         core = f"{obj} were {s_verb[2]}"
     sent = " ".join([core] + adj)
     if rng.random() < 0.3:
-        sent = f"{sent} , and {_pick(rng, NAMES, (subj,))} {rng.choice(['was', 'felt'])} {rng.choice(['happy', 'surprised', 'tired'])}"
+        sent = f"{sent} , and {_pick(rng, NAMES, (subj,))} {rng.choice(['was', 'felt'])} {rng.choice(['happy', 'surprised', 'tired'])}"  # noqa: E501
     return q, sent + " ."
 
 
@@ -902,7 +902,7 @@ def _positive_int(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return v

@@ -110,7 +110,7 @@ def _plot(path: str, task: str, metric: str, rows: Dict[str, List[Dict]]) -> Non
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for (model, rs), color in zip(rows.items(), ("tab:blue", "tab:red", "tab:green")):
-        pick = lambda kind: [r for r in rs if r["kind"] == kind]  # noqa: E731
+        pick = lambda kind, rs=rs: [r for r in rs if r["kind"] == kind]  # noqa: E731
         front, const, full = pick("Pareto front"), pick("constant ratio"), pick("full")
         ax.plot([r["gmacs"] for r in front], [r["score"] for r in front], "-o", ms=3, c=color,
                 label=f"{model} Pareto front")

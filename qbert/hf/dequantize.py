@@ -54,7 +54,8 @@ def dequantize(state_dict: Dict[str, torch.Tensor], args: Namespace, path: str, 
     act_bits = int(getattr(args, "act_bits", 0) or 0)
     note = {"quantized": True, "weight_quantizer": getattr(args, "weight_quantizer", "lsq"),
             "group_bits": {module_group(p): int(state_dict[p + WEIGHT_Q + "bits"]) for p in prefixes},
-            "act_bits": act_bits, "act_quantizer": (getattr(args, "act_quantizer", None) or "lsq") if act_bits else None,
+            "act_bits": act_bits,
+            "act_quantizer": (getattr(args, "act_quantizer", None) or "lsq") if act_bits else None,
             "dequantized_modules": len(prefixes),
             "note": "weights hold their dequantized grid values; activation quantization "
                     "(act_bits) is not applied by this HF model"}

@@ -9,15 +9,35 @@
 
 Everything is importable from here (``from qbert.lat import ...``).
 """
-from .config import (MIN_LENGTH, approx_ratio, check_length_config, format_length_config,
-                     inverse_approx_ratio, parse_length_config, sample_layer_config,
-                     sample_length_config)
+from .config import (
+    MIN_LENGTH,
+    approx_ratio,
+    check_length_config,
+    format_length_config,
+    inverse_approx_ratio,
+    parse_length_config,
+    sample_layer_config,
+    sample_length_config,
+)
 from .distill import inplace_distillation_loss
 from .macs import encoder_macs, layer_macs, mean_encoder_macs
 from .plot import plot_search
-from .search import (Record, SearchResult, SearchSettings, Store, best_under, crossover,
-                     evolutionary_search, front_area, initial_genes, mutate, pareto_front,
-                     records_tsv, save_search, write_atomic)
+from .search import (
+    Record,
+    SearchResult,
+    SearchSettings,
+    Store,
+    best_under,
+    crossover,
+    evolutionary_search,
+    front_area,
+    initial_genes,
+    mutate,
+    pareto_front,
+    records_tsv,
+    save_search,
+    write_atomic,
+)
 from .selection import select_tokens, significance
 
 __all__ = [

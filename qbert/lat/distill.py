@@ -11,7 +11,6 @@ summed over the batch (fairseq divides by the number of sentences). The referenc
 ``KLDivLoss(log_softmax(full), softmax(sub))`` = KL(p_sub || p_full) with the gradient
 flowing through the *target*; here the direction is the usual distillation one.
 """
-import torch
 from torch import Tensor
 from torch.nn import functional as F
 

@@ -8,9 +8,21 @@ import sys
 
 import pytest
 import torch
-
-from kd_fixtures import (REPO, ROBERTA_TINY, SP, TINY, USER_DIR, _preprocess, batch, build,
-                         data_dir, make_teacher, subprocess_env, task_flags, workdir)
+from kd_fixtures import (
+    REPO,
+    ROBERTA_TINY,
+    SP,
+    TINY,
+    USER_DIR,
+    _preprocess,
+    batch,
+    build,
+    data_dir,
+    make_teacher,
+    subprocess_env,
+    task_flags,
+    workdir,
+)
 
 HEAD = "sentence_classification_head"
 QUANT_TINY = ["--arch", "quant_roberta", *TINY]
@@ -49,8 +61,8 @@ def test_full_length_config_is_the_plain_model_bit_for_bit(tiny):
 
 
 def test_selection_keeps_s_drops_padding_first_and_changes_the_output(tiny, monkeypatch):
-    from qbert.lat import selection
     from fairseq_qbert.models import length_adaptive
+    from qbert.lat import selection
 
     task, model = tiny
     pad = task.source_dictionary.pad()

@@ -3,11 +3,9 @@ teacher fine-tuned from its checkpoint the way fairseq fine-tunes roberta.base."
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 import torch
-
 from conftest import REPO_DIR
 from scratch import scratch_dir, subprocess_env
 

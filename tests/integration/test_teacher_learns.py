@@ -7,7 +7,6 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import REPO_DIR, read_tsv
 
 # task -> updates; short runs keep the suite fast (about a minute on 2 cores); the
@@ -18,8 +17,8 @@ SIZES = dict(train_size=8000, dev_size=500, test_size=20)
 
 @pytest.fixture(scope="module")
 def teacher_runs(tmp_path_factory):
-    from qbert.data import mini_glue
     from fairseq_qbert.data.preprocess_glue import preprocess_task
+    from qbert.data import mini_glue
 
     root = tmp_path_factory.mktemp("teacher")
     glue = str(root / "glue")

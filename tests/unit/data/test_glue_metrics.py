@@ -1,19 +1,18 @@
 """The task table's flags make fairseq's stock sentence_prediction criterion log the GLUE
 metrics, with the right values on hand-computed examples, through our label dictionaries."""
 import math
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
-
 from conftest import ALL_TASKS, REPO_DIR
 
 
 def _setup(data, task):
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
     from qbert.data.glue_tasks import task_train_args
 
     parser = options.get_training_parser()

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ALL_TASKS, REPO_DIR, SMALL_SIZES, read_tsv
 
 MNLI_BASE = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse",
@@ -181,6 +180,7 @@ def test_no_single_keyword_decides_the_label(tmp_path, task):
 
 def test_stsb_score_not_a_single_keyword(tmp_path):
     import numpy as np
+
     from qbert.data import mini_glue
 
     mini_glue.generate(str(tmp_path), "STS-B", train_size=3000, dev_size=1, test_size=1, seed=3)

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ALL_TASKS, SMALL_SIZES, read_tsv
 
 PAIR_TASKS = {"MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE"}
@@ -97,6 +96,7 @@ def test_awk_number_format():
 def _train_cfg(data, task):
     from fairseq import options
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
     from qbert.data.glue_tasks import task_train_args
 
     parser = options.get_training_parser()
@@ -165,6 +165,7 @@ def tiny_gpt2(tmp_path_factory):
 def test_gpt2_bpe_path(small_glue, tmp_path, tiny_gpt2, task):
     from fairseq.data import Dictionary
     from fairseq.data.encoders.gpt2_bpe_utils import get_encoder
+
     from fairseq_qbert.data.preprocess_glue import preprocess_task
 
     dest = str(tmp_path / f"{task}-bin")
@@ -207,6 +208,7 @@ def test_gpt2_bpe_path(small_glue, tmp_path, tiny_gpt2, task):
 
 def test_qqp_drops_malformed_rows_and_cola_keeps_first_row(small_glue, tmp_path):
     from fairseq.data import Dictionary
+
     from fairseq_qbert.data.preprocess_glue import preprocess_task
 
     glue = tmp_path / "glue"
@@ -225,8 +227,8 @@ def test_qqp_drops_malformed_rows_and_cola_keeps_first_row(small_glue, tmp_path)
 
 def test_non_digit_labels_rejected_for_report_tasks(small_glue, tmp_path, capsys):
     """--report-mcc/--report-acc-and-f1 make fairseq int() the label strings."""
-    from qbert.data.glue_tasks import check_label_symbols
     from fairseq_qbert.data.preprocess_glue import cli_main
+    from qbert.data.glue_tasks import check_label_symbols
 
     check_label_symbols("MRPC", ["1", "0"])
     check_label_symbols("MNLI", ["entailment", "neutral", "contradiction"])  # no --report-*

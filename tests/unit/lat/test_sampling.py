@@ -5,8 +5,7 @@ import random
 import pytest
 
 from qbert.errors import ConfigError
-from qbert.lat import (approx_ratio, inverse_approx_ratio, parse_length_config,
-                       sample_layer_config, sample_length_config)
+from qbert.lat import approx_ratio, inverse_approx_ratio, parse_length_config, sample_layer_config, sample_length_config
 
 
 def test_parse_forms_and_checks():

@@ -1,5 +1,4 @@
 """The evolutionary search over a synthetic evaluator: front, genes, reproducibility, resume."""
-import itertools
 import json
 import math
 import random
@@ -7,8 +6,19 @@ import random
 import pytest
 
 from qbert.errors import ConfigError, DataError
-from qbert.lat import (Record, SearchSettings, Store, best_under, crossover, encoder_macs,
-                       evolutionary_search, initial_genes, mutate, pareto_front, save_search)
+from qbert.lat import (
+    Record,
+    SearchSettings,
+    Store,
+    best_under,
+    crossover,
+    encoder_macs,
+    evolutionary_search,
+    initial_genes,
+    mutate,
+    pareto_front,
+    save_search,
+)
 
 LAYERS, LENGTH = 4, 64
 SETTINGS = dict(population_size=6, mutation_size=8, crossover_size=6, seed=3)

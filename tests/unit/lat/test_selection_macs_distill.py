@@ -3,8 +3,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from qbert.lat import (encoder_macs, inplace_distillation_loss, layer_macs, mean_encoder_macs,
-                       select_tokens, significance)
+from qbert.lat import (
+    encoder_macs,
+    inplace_distillation_loss,
+    layer_macs,
+    mean_encoder_macs,
+    select_tokens,
+    significance,
+)
 
 
 def test_s_is_always_kept_and_positions_sorted():
