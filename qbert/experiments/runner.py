@@ -27,8 +27,14 @@ Subcommands::
         control (O/runs/T/fp_recipe-HASH: the same recipe with no quantizer and no KD;
         FP_CONTROL=0 skips it). Cells that are finished are skipped (a run shared by two
         families runs once); failures do not stop the other cells (exit 1 at the end).
-        CELLS.tsv: one cell a line, ``ROW<TAB>COL<TAB>NAME<TAB>FLAGS`` (FLAGS split on
-        spaces; no flag value may contain a space).
+        CELLS.tsv: one cell a line, ``ROW<TAB>COL<TAB>NAME<TAB>FLAGS[<TAB>MODE CALIB]``
+        (FLAGS split on spaces; no flag value may contain a space). The optional fifth
+        column makes a post-training-quantization cell (``scripts/ptq.sh``): CALIB are
+        qbert-calibrate flags (--calibrator, --percentile, --weight-calibrator,
+        --num-calib-batches, --batch-size) and MODE is ``ptq`` (qbert-calibrate TEACHER with
+        FLAGS' quantization flags -> RUN_DIR/ptq.pt, then fairseq-validate of ptq.pt: the
+        PTQ metric) or ``qat`` (the same calibration, then the QAT fine-tune started from
+        ptq.pt with --finetune-from-model instead of from TEACHER).
 
 Hyperparameters use the variable names of fairseq's RoBERTa GLUE recipe
 (examples/roberta/README.glue.md) and are read from the environment:
@@ -216,6 +222,8 @@ def spec_hash(spec: Dict) -> str:
     """Short hash of what determines a run's result (task, data, teacher, flags, hparams)."""
     key = {k: spec[k] for k in ("kind", "task", "data_bin", "teacher", "device", "flags")}
     key["hparams"] = {k: v for k, v in spec["hparams"].items() if k != "LOG_INTERVAL"}  # logging only
+    if spec.get("calib") is not None:  # calibrated cells (absent: the hashes of older runs stay)
+        key["calib"] = spec["calib"]
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -327,8 +335,12 @@ def seed_list(env) -> List[str]:
 
 
 def build_spec(kind: str, task: str, data_bin: str, teacher: str, device: str,
-               flags: Sequence[str], env=None) -> Dict[str, object]:
-    """Everything that determines a run (and its hash): checked before anything is started."""
+               flags: Sequence[str], env=None, calib: Optional[Sequence[str]] = None) -> Dict[str, object]:
+    """Everything that determines a run (and its hash): checked before anything is started.
+
+    ``kind``: qat (fairseq-train), fp (fairseq-validate of the teacher) or ptq
+    (qbert-calibrate + fairseq-validate); ``calib``: qbert-calibrate flags (ptq, or qat
+    started from the calibrated model)."""
     gt = glue_tasks()
     try:
         task = gt.get_task(task).name
@@ -343,8 +355,14 @@ def build_spec(kind: str, task: str, data_bin: str, teacher: str, device: str,
     h = hparams(task, data_kind, device, env)
     if kind == "fp":  # fairseq-validate of the teacher: nothing else matters
         h = {k: h[k] for k in ("MAX_SENTENCES", "MAX_TOKENS", "FP16") if k in h}
+    elif kind == "ptq":  # calibration (its batches are shuffled with SEED) + fairseq-validate
+        h = {k: h[k] for k in ("MAX_SENTENCES", "MAX_TOKENS", "FP16", "SEED") if k in h}
+    elif kind != "qat":
+        raise RunnerError(f"unknown run kind {kind!r}")
+    if kind == "ptq" and calib is None:
+        raise RunnerError("a ptq run needs qbert-calibrate flags")
     extra = shlex.split((os.environ if env is None else env).get("EXTRA_ARGS", ""))
-    return {
+    spec = {
         "kind": kind,
         "task": task,
         "data_bin": os.path.abspath(data_bin),
@@ -356,6 +374,43 @@ def build_spec(kind: str, task: str, data_bin: str, teacher: str, device: str,
         "data_kind_source": how,
         "metric": gt.headline_metric(task),
     }
+    if calib is not None:
+        spec["calib"] = list(calib)
+    return spec
+
+
+PTQ_CHECKPOINT = "ptq.pt"
+# quant_roberta's flags (fairseq_qbert/models/quant_config.py) that qbert-calibrate takes from
+# a cell's FLAGS; the value-less one is --lsq-per-channel
+QUANT_FLAGS = ("--quant-groups", "--weight-bits", "--weight-quantizer", "--act-bits", "--act-quantizer",
+               "--pact-init-clip", "--pact-lr-scale", "--pact-weight-decay")
+QUANT_SWITCHES = ("--lsq-per-channel",)
+
+
+def quant_flags(flags: Sequence[str]) -> List[str]:
+    """The quantization flags among ``flags`` (what qbert-calibrate needs of a cell)."""
+    out, it = [], iter(flags)
+    for flag in it:
+        name = flag.split("=", 1)[0]
+        if name in QUANT_SWITCHES:
+            out.append(flag)
+        elif name in QUANT_FLAGS:
+            out += [flag] if "=" in flag else [flag, next(it, "")]
+    return out
+
+
+def calibrate_command(spec: Dict, run_dir: str) -> List[str]:
+    """qbert-calibrate of the teacher with the cell's quantization flags -> RUN_DIR/ptq.pt."""
+    calib = list(spec["calib"])
+    cmd = [sys.executable, "-m", "fairseq_qbert.calib.cli", spec["data_bin"], "--path", spec["teacher"],
+           *quant_flags(spec["flags"]), *calib, "--out", os.path.join(run_dir, PTQ_CHECKPOINT),
+           "--summary", os.path.join(run_dir, "ptq.json"), "--seed", spec["hparams"]["SEED"],
+           "--no-fp-eval"]
+    if "--batch-size" not in calib:
+        cmd += ["--batch-size", spec["hparams"]["MAX_SENTENCES"]]
+    if spec["device"] == "cpu":
+        cmd += ["--cpu"]
+    return cmd
 
 
 def train_command(spec: Dict, run_dir: str) -> List[str]:
@@ -364,7 +419,8 @@ def train_command(spec: Dict, run_dir: str) -> List[str]:
     flags = list(spec["flags"])
     cmd = [_find_tool("FAIRSEQ_TRAIN", "fairseq-train"), spec["data_bin"],
            "--user-dir", USER_DIR, "--task", "sentence_prediction",
-           "--arch", h["ARCH"], "--finetune-from-model", spec["teacher"]]
+           "--arch", h["ARCH"], "--finetune-from-model",
+           os.path.join(run_dir, PTQ_CHECKPOINT) if spec.get("calib") is not None else spec["teacher"]]
     cmd += teacher_shape_args(spec["teacher"])
     cmd += gt.task_train_args(spec["task"])
     if "--criterion" not in flags:
@@ -391,7 +447,8 @@ def train_command(spec: Dict, run_dir: str) -> List[str]:
     return cmd + flags
 
 
-def validate_command(spec: Dict) -> List[str]:
+def validate_command(spec: Dict, path: Optional[str] = None) -> List[str]:
+    """fairseq-validate of ``path`` (default: the teacher) on the dev set."""
     h = spec["hparams"]
     task = glue_tasks().get_task(spec["task"])
     overrides = {"data": spec["data_bin"]}
@@ -399,7 +456,7 @@ def validate_command(spec: Dict) -> List[str]:
     # on the command line (fairseq.dataclass.utils.overwrite_args_by_name), so the task's
     # --report-* / --regression-target flags have to be given again.
     cmd = [_find_tool("FAIRSEQ_VALIDATE", "fairseq-validate"), spec["data_bin"],
-           "--user-dir", USER_DIR, "--task", "sentence_prediction", "--path", spec["teacher"],
+           "--user-dir", USER_DIR, "--task", "sentence_prediction", "--path", path or spec["teacher"],
            "--criterion", "sentence_prediction", *task.report_flags,
            *(["--regression-target"] if task.regression else []),
            "--num-classes", str(task.num_classes),
@@ -447,7 +504,6 @@ def _log_tail(path: str, n: int = 15) -> str:
 
 def _child_env(threads: Optional[int]) -> Dict[str, str]:
     env = dict(os.environ)
-    env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # fairseq checkpoints under torch >= 2.6
     env["PYTHONPATH"] = REPO_DIR + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     if threads:
         env.setdefault("OMP_NUM_THREADS", str(threads))
@@ -474,21 +530,32 @@ def execute(spec: Dict, run_dir: str, quiet: bool = False, threads: Optional[int
         _write_json(os.path.join(run_dir, SPEC), {"spec": spec, "hash": spec_hash(spec)})
         log_path = os.path.join(run_dir, "train.log")
         resume = os.path.isfile(os.path.join(run_dir, "checkpoints", "checkpoint_last.pt"))
-        cmd = train_command(spec, run_dir) if spec["kind"] == "qat" else validate_command(spec)
+        ptq_path = os.path.join(run_dir, PTQ_CHECKPOINT)
+        cmds = []
+        if spec.get("calib") is not None and not resume and not os.path.isfile(ptq_path):
+            cmds.append(calibrate_command(spec, run_dir))  # ptq.pt is written atomically
+        if spec["kind"] == "qat":
+            cmds.append(train_command(spec, run_dir))
+        else:
+            cmds.append(validate_command(spec, ptq_path if spec["kind"] == "ptq" else None))
+        cmd = cmds[-1]
         if not quiet:
             what = "resume" if resume else "start"
-            print(f"[{what}] {spec['task']} {spec['kind']} {' '.join(spec['flags']) or ('(teacher)' if spec['kind'] == 'fp' else '(no quantizer, no KD)')} -> {run_dir}",
-                  flush=True)
+            flags = " ".join(spec["flags"]) or ("(teacher)" if spec["kind"] == "fp" else "(no quantizer, no KD)")
+            calibrated = " calibrated: " + " ".join(spec["calib"]) if spec.get("calib") is not None else ""
+            print(f"[{what}] {spec['task']} {spec['kind']} {flags}{calibrated} -> {run_dir}", flush=True)
         start = time.time()
-        with open(log_path, "a", encoding="utf-8") as log:
-            log.write(f"# qat_runner {_now()} {'resume' if resume else 'start'}: {shlex.join(cmd)}\n")
-            log.flush()
-            # run from the caller's directory: relative paths in the flags mean what they say
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env(threads))
+        for step in cmds:
+            with open(log_path, "a", encoding="utf-8") as log:
+                log.write(f"# qat_runner {_now()} {'resume' if resume else 'start'}: {shlex.join(step)}\n")
+                log.flush()
+                # run from the caller's directory: relative paths in the flags mean what they say
+                proc = subprocess.run(step, stdout=log, stderr=subprocess.STDOUT, env=_child_env(threads))
+            if proc.returncode != 0:
+                tool = "qbert-calibrate" if step[0] == sys.executable else step[0]
+                raise RunnerError(f"{tool} exited with {proc.returncode} in {run_dir}; see {log_path}:\n"
+                                  + _log_tail(log_path))
         seconds = time.time() - start
-        if proc.returncode != 0:
-            raise RunnerError(f"{cmd[0]} exited with {proc.returncode} in {run_dir}; see {log_path}:\n"
-                              + _log_tail(log_path))
         best = best_from_log(log_path, spec["metric"])
         if spec["kind"] == "qat" and best["num_updates"] is not None and \
                 int(best["num_updates"]) < int(spec["hparams"]["TOTAL_NUM_UPDATES"]) and \
@@ -499,6 +566,7 @@ def execute(spec: Dict, run_dir: str, quiet: bool = False, threads: Optional[int
         git = git_info()
         # fairseq-validate logs the teacher's saved config: its shape and arch
         model_cfg = model_config_from_log(log_path) if spec["kind"] == "qat" else _teacher_model_config(log_path)
+        arch = spec["hparams"]["ARCH"] if spec["kind"] == "qat" else model_cfg.get("arch", "teacher")
         result = {
             "version": RESULT_VERSION,
             "kind": spec["kind"],
@@ -507,7 +575,7 @@ def execute(spec: Dict, run_dir: str, quiet: bool = False, threads: Optional[int
             "metric": spec["metric"],
             "best": best["value"],
             "log": best,
-            "arch": spec["hparams"]["ARCH"] if spec["kind"] == "qat" else model_cfg.get("arch", "teacher"),
+            "arch": arch,
             "model_config": model_cfg,
             "teacher_init": teacher_init(spec["teacher"]) if spec["kind"] == "fp" else None,
             "data_kind": spec["data_kind"],
@@ -518,6 +586,8 @@ def execute(spec: Dict, run_dir: str, quiet: bool = False, threads: Optional[int
             "git_commit": git["commit"],
             "git_dirty": git["dirty"],
             "command": cmd,
+            "calibrate_command": calibrate_command(spec, run_dir) if spec.get("calib") is not None else None,
+            "calib": spec.get("calib"),
             "seconds": round(seconds, 1),
             "finished": _now(),
             "spec": spec,
@@ -531,6 +601,9 @@ def execute(spec: Dict, run_dir: str, quiet: bool = False, threads: Optional[int
                 p = os.path.join(run_dir, "checkpoints", name)
                 if os.path.exists(p):
                     os.remove(p)
+        keep = os.environ.get("KEEP_CHECKPOINTS", "best")
+        if os.path.exists(ptq_path) and (keep == "none" or (spec["kind"] == "qat" and keep != "all")):
+            os.remove(ptq_path)  # a QAT cell's result is its checkpoint_best.pt, not its start
         with open(os.path.join(run_dir, DONE), "w") as f:
             f.write(_now() + "\n")
         if not quiet:
@@ -546,9 +619,13 @@ def execute(spec: Dict, run_dir: str, quiet: bool = False, threads: Optional[int
 @functools.lru_cache(maxsize=None)
 def _teacher_cfg(teacher: str) -> Dict[str, Dict]:
     """The ``cfg`` saved in a fairseq checkpoint (``model`` and ``checkpoint`` sections)."""
-    import torch  # only here: the runner itself does not need torch
+    from qbert.errors import CheckpointError
+    from qbert.safe_load import safe_load  # only here: the runner itself does not need torch
 
-    state = torch.load(teacher, map_location="cpu", weights_only=False)
+    try:  # torch's restricted unpickler + fairseq's types; QBERT_TRUST_CHECKPOINT opts out
+        state = safe_load(teacher, map_location="cpu")
+    except CheckpointError as e:
+        raise RunnerError(f"teacher {teacher}: {e.message}") from None
     cfg = state.get("cfg")
     if cfg is None and state.get("args") is not None:  # pre-hydra checkpoints
         args = vars(state["args"])
@@ -615,7 +692,13 @@ def read_cells(path: str) -> List[Dict[str, object]]:
             flags = fields[3].split() if len(fields) > 3 else []
             if not re.fullmatch(r"[A-Za-z0-9_.+=-]+", name):
                 raise RunnerError(f"{path}:{n}: run name {name!r} may hold only letters, digits and _.+=-")
-            cells.append({"row": row, "col": col, "name": name, "flags": flags})
+            cell = {"row": row, "col": col, "name": name, "flags": flags}
+            if len(fields) > 4 and fields[4].strip():
+                mode, *calib = fields[4].split()
+                if mode not in ("ptq", "qat"):
+                    raise RunnerError(f"{path}:{n}: calibration column must start with ptq or qat, got {mode!r}")
+                cell.update(kind=mode, calib=calib)
+            cells.append(cell)
     if not cells:
         raise RunnerError(f"{path}: no cells")
     seen = set()
@@ -635,15 +718,16 @@ def run_family(family: str, task: str, data_bin: str, teacher: str, out_dir: str
     base_dir = os.path.join(out_dir, "fp", task, "teacher-" + spec_hash(base_spec))
     seeds = seed_list(os.environ)
 
-    def seeded(name: str, flags: Sequence[str]) -> List[Tuple[Dict, str]]:
+    def seeded(name: str, flags: Sequence[str], kind: str = "qat", calib=None) -> List[Tuple[Dict, str]]:
         """One (spec, run dir) per seed: the seed is part of the hash, so each has its own dir."""
         out = []
         for seed in seeds:
-            spec = build_spec("qat", task, data_bin, teacher, device, flags, env=dict(os.environ, SEED=seed))
+            spec = build_spec(kind, task, data_bin, teacher, device, flags, env=dict(os.environ, SEED=seed),
+                              calib=calib)
             out.append((spec, os.path.join(out_dir, "runs", task, f"{name}-{spec_hash(spec)}")))
         return out
 
-    planned = [(c, seeded(c["name"], c["flags"])) for c in cells]
+    planned = [(c, seeded(c["name"], c["flags"], c.get("kind", "qat"), c.get("calib"))) for c in cells]
     # the control: the same recipe without quantizers or KD, so that a table can tell the
     # effect of quantization from that of fine-tuning the teacher once more
     control = None
@@ -665,8 +749,9 @@ def run_family(family: str, task: str, data_bin: str, teacher: str, out_dir: str
         "control_runs": [rel(d) for _, d in control[1]] if control else [],
         "rows": list(dict.fromkeys(c["row"] for c in cells)),
         "cols": list(dict.fromkeys(c["col"] for c in cells)),
-        "cells": [{"row": c["row"], "col": c["col"], "run": rel(runs[0][1]), "runs": [rel(d) for _, d in runs],
-                   "flags": runs[0][0]["flags"]}
+        "cells": [dict({"row": c["row"], "col": c["col"], "run": rel(runs[0][1]), "runs": [rel(d) for _, d in runs],
+                        "flags": runs[0][0]["flags"]},
+                       **({"kind": c["kind"], "calib": c["calib"]} if c.get("calib") is not None else {}))
                   for c, runs in planned],
         "written": _now(),
     }

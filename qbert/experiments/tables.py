@@ -14,6 +14,9 @@ the teacher). Written, in the layouts of the seed README:
     group_ablation[_VARIANT]_TASK.md      Layer/bit | FFN | EMB | QKV | ... | All Together
     kd_effect_VARIANT.md                  Task | FP | -KD | KD | KD Effect | Diff with FP
     kd_parts_VARIANT.md                   Task | FP | -KD | KD(Trm+Logits) | Logits | Trm | ...
+    ptq_grid[_VARIANT]_TASK.md            Setting | max | pct 99.99 | pct 99.999 | mse | entropy
+    ptq_sequence[_VARIANT].md             Task | Setting | FP | PTQ | QAT (from PTQ) | QAT+KD (from PTQ)
+                                          | QAT (default init)
 
 with a .json of every cell (value, run dir) and a .png plot next to each, and index.md.
 Values are "value(delta)": delta to the FP baseline (kd_parts: to the -KD column, as in the
@@ -27,6 +30,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import sys
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -43,6 +47,16 @@ METRIC_NAMES = {"accuracy": "Accuracy", "mcc": "MCC", "acc_and_f1": "Acc/F1",
                 "pearson_and_spearman": "Pearson/Spearman"}
 PER_TASK = ("pact_sweep", "group_ablation")
 CROSS_TASK = ("kd_effect", "kd_parts")
+PTQ = "ptq"  # scripts/ptq.sh: variant grid* is per task, sequence* one table for all tasks
+NOT_APPLICABLE = "n/a"
+CALIBRATOR_ORDER = ("max", "percentile 99.99", "percentile 99.999", "mse", "entropy")
+
+
+def table_kind(plan) -> str:
+    """The layout of a plan's table: its family, or ptq_grid / ptq_sequence."""
+    if plan.family != PTQ:
+        return plan.family
+    return "ptq_grid" if plan.variant.startswith("grid") else "ptq_sequence"
 
 
 class TableError(QBertError):
@@ -255,7 +269,8 @@ def header(plans: List[Plan], title: str) -> str:
         teacher_init = f", fine-tuned from the pretrained `{'`, `'.join(names)}`"
     elif inits:
         teacher_init = ", some pretrained, some trained from scratch"
-    h = [r.get("hparams", {}) for r in results]
+    trained = [r for r in results if r.get("kind", "qat") == "qat"]
+    h = [r.get("hparams", {}) for r in trained]
     recipe = (f"LR {_one_or_mixed(x.get('LR') for x in h)}, "
               f"{_one_or_mixed(x.get('TOTAL_NUM_UPDATES') for x in h)} updates "
               f"(warmup {_one_or_mixed(x.get('WARMUP_UPDATES') for x in h)}, "
@@ -264,6 +279,9 @@ def header(plans: List[Plan], title: str) -> str:
               f"{_seeds_text(x.get('SEED') for x in h)}, "
               f"device {_one_or_mixed(r.get('device') for r in results)}"
               + (", fp16" if any(x.get("FP16") not in (None, "", "0") for x in h) else ""))
+    calibrated = [r for r in results if r.get("calib") is not None]
+    if not trained:
+        recipe = "no training: post-training quantization only"
     commits = OrderedDict()
     for r in results + baselines:
         c = r.get("git_commit", "unknown")
@@ -280,13 +298,22 @@ def header(plans: List[Plan], title: str) -> str:
     for p in plans:
         for k, v in p.meta.items():
             meta.setdefault(k, v)
+    if not trained:
+        how = (f"post-training quantization of the FP teacher (`{teachers}`{teacher_init}) by `qbert-calibrate`, "
+               "evaluated with fairseq-validate")
+    elif calibrated:
+        how = (f"QAT fine-tuned with `--finetune-from-model` from the FP teacher (`{teachers}`{teacher_init}) "
+               "or, where the column says so, from its `qbert-calibrate` checkpoint")
+    else:
+        how = (f"QAT fine-tuned from the FP teacher (`{teachers}`{teacher_init}) with "
+               "`--finetune-from-model`")
     lines = [
         GENERATED,
         f"## {title}",
         "",
         f"- Data: {data}",
-        f"- Model: `{archs}` ({shapes}), QAT fine-tuned from the FP teacher (`{teachers}`{teacher_init}) with "
-        "`--finetune-from-model`" + (f"; {', '.join(f'{k} {v}' for k, v in meta.items())}" if meta else ""),
+        f"- Model: `{archs}` ({shapes}), {how}"
+        + (f"; {', '.join(f'{k} {v}' for k, v in meta.items())}" if meta else ""),
         f"- Recipe: {recipe}",
         f"- Metric: {metric_line}; FP = the teacher, evaluated with fairseq-validate",
         f"- Git commit: {commit or 'unknown'}",
@@ -416,6 +443,79 @@ def table_kd_parts(plans: List[Plan]) -> Tuple[str, List[Dict]]:
     return body, cells
 
 
+PTQ_NOTE = ("PTQ = `qbert-calibrate` of the FP teacher (no training), the metric of fairseq-validate "
+            "on the written checkpoint; (delta) = change against FP. n/a = not run: the column's "
+            "calibrator does not apply to the row (weights are calibrated with max or mse only).")
+
+
+def table_ptq_grid(plan: Plan) -> Tuple[str, List[Dict]]:
+    """Rows: bit settings (W8 ... W2A8); columns: calibrators (in CALIBRATOR_ORDER); absent
+    cells are n/a."""
+    fp = plan.fp
+    cols = sorted(plan.cols, key=lambda c: CALIBRATOR_ORDER.index(c) if c in CALIBRATOR_ORDER else 99)
+    cells, rows = [], []
+    for r in plan.rows:
+        row = [r]
+        for c in cols:
+            cell = plan.cells.get((r, c))
+            v = cell.value if cell else None
+            text = fmt_delta(v, fp) if cell else NOT_APPLICABLE
+            row.append(text)
+            cells.append(_cell_json(plan.task, r, c, v, text, cell))
+        rows.append(row)
+    return fp_lines(plan) + PTQ_NOTE + "\n\n" + md_table(["Setting"] + cols, rows), cells
+
+
+def table_ptq_sequence(plans: List[Plan]) -> Tuple[str, List[Dict]]:
+    """NVIDIA's BERT sequence per task and setting: FP | PTQ | QAT (from PTQ) | QAT+KD | QAT."""
+    cols = list(OrderedDict((c, None) for p in plans for c in p.cols))
+    with_ctl = any(p.control_dir for p in plans)
+    cells, rows = [], []
+    for p in plans:
+        for r in p.rows:
+            out = [p.task, r, fmt(p.fp)]
+            cells.append(_cell_json(p.task, r, "FP", p.fp, fmt(p.fp), None, run_dir=p.baseline_dir))
+            for c in cols:
+                cell = p.cells.get((r, c))
+                v = cell.value if cell else None
+                text = fmt_delta(v, p.fp) if cell else NOT_APPLICABLE
+                out.append(text)
+                cells.append(_cell_json(p.task, r, c, v, text, cell))
+            if with_ctl:
+                out.append(fmt_delta(p.ctl, p.fp))
+                cells.append(_cell_json(p.task, r, "FP ctl", p.ctl, out[-1], p.control_cell))
+            rows.append(out)
+    metrics = ", ".join(f"{p.task}: {_metric_name(p.metric)}" for p in plans)
+    body = (f"Metric per task: {metrics}. (delta) = change against FP. PTQ = `qbert-calibrate` of the "
+            "FP teacher, evaluated as is; \"from PTQ\" = QAT started from a calibration of the teacher "
+            "(`fairseq-train --finetune-from-model PTQ.pt`); \"default init\" = QAT started from the FP "
+            "teacher, quantizers initialised from the first batch."
+            + (f" {CONTROL_NOTE}" if with_ctl else "") + "\n\n"
+            + md_table(["Task", "Setting", "FP"] + cols + (["FP ctl"] if with_ctl else []), rows))
+    return body, cells
+
+
+def plot_ptq_grid(plan: Plan, path: str):
+    """Metric against weight bits, one line per calibrator; W-only rows dashed."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for acts, style in (("", "--"), ("A", "-")):
+        for i, c in enumerate(plan.cols):
+            xs, ys = [], []
+            for r in plan.rows:
+                m = re.fullmatch(r"W(\d+)(A\d+)?", r)
+                cell = plan.cells.get((r, c))
+                if m and bool(m.group(2)) == bool(acts) and cell is not None and cell.value is not None:
+                    xs.append(int(m.group(1)))
+                    ys.append(cell.value)
+            if xs:
+                ax.plot(xs, ys, style, marker="o", color=f"C{i}",
+                        label=f"{c} ({'W' if not acts else 'WA8'})")
+    if plan.fp is not None:
+        ax.axhline(plan.fp, color="black", linestyle=":", linewidth=1, label="FP")
+    _save_bits_plot(plt, fig, ax, plan, path, legend_size=6)
+
+
 def _cell_json(task, row, col, value, text, cell: Optional[Cell], run_dir=None) -> Dict:
     run = cell.run_dir if cell is not None else run_dir
     if run is not None:  # relative to its OUT_DIR (runs/TASK/NAME-HASH, fp/TASK/...)
@@ -457,10 +557,15 @@ def plot_groups(plan: Plan, path: str):
     if plan.ctl is not None:
         ax.axhline(plan.ctl, color="gray", linestyle=":", linewidth=1, label="FP ctl (same recipe)")
     ax.set_xticks(bits)
+    _save_bits_plot(plt, fig, ax, plan, path, legend_size=7)
+
+
+def _save_bits_plot(plt, fig, ax, plan: Plan, path: str, legend_size: int):
+    """Labels, title and legend of a metric-against-bits plot; write it to ``path``."""
     ax.set_xlabel("weight bits")
     ax.set_ylabel(f"dev {plan.metric}")
     ax.set_title(f"{plan.task}: {plan.title}", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -512,6 +617,10 @@ def plot_bars(groups: List[str], series: "OrderedDict[str, List[Optional[float]]
 # ----------------------------------------------------------------------------------------
 
 
+PER_TASK_TABLES = {"pact_sweep": table_pact, "group_ablation": table_groups, "ptq_grid": table_ptq_grid}
+CROSS_TASK_TABLES = {"kd_effect": table_kd_effect, "kd_parts": table_kd_parts, "ptq_sequence": table_ptq_sequence}
+
+
 def clean(results_dir: str) -> List[str]:
     """Remove what an earlier make_tables wrote (markdown files with the generated marker,
     and the .json/.png of the same name); anything else is left alone."""
@@ -546,14 +655,15 @@ def make(out_dirs: Sequence[str], results_dir: str, allow_missing: bool = False,
     written = []
     tables = OrderedDict()  # file stem -> (kind, [plans])
     for p in plans:
-        if p.family in PER_TASK:
+        kind = table_kind(p)
+        if kind in PER_TASK + ("ptq_grid",):
             stem = f"{p.table_name}_{p.task}"
-        elif p.family in CROSS_TASK:
+        elif kind in CROSS_TASK + ("ptq_sequence",):
             stem = p.table_name
         else:
             raise TableError(f"{p.path}: unknown family {p.family!r}")
-        tables.setdefault(stem, (p.family, []))[1].append(p)
-    for stem, (family, group) in tables.items():
+        tables.setdefault(stem, (kind, []))[1].append(p)
+    for stem, (_, group) in tables.items():
         cols = {tuple(p.cols) for p in group}
         if len(cols) > 1 and not allow_missing:
             raise TableError(f"{stem}: the tasks were run with different columns "
@@ -563,20 +673,13 @@ def make(out_dirs: Sequence[str], results_dir: str, allow_missing: bool = False,
     index = []
     for stem, (family, group) in sorted(tables.items()):
         group.sort(key=lambda p: task_sort_key(family, p.task))
-        if family == "pact_sweep":
+        if family in PER_TASK_TABLES:  # one plan (task) per table
             (plan,) = group
             title = f"{plan.task}: {plan.title}"
-            body, cells = table_pact(plan)
-        elif family == "group_ablation":
-            (plan,) = group
-            title = f"{plan.task}: {plan.title}"
-            body, cells = table_groups(plan)
-        elif family == "kd_effect":
-            title = group[0].title
-            body, cells = table_kd_effect(group)
+            body, cells = PER_TASK_TABLES[family](plan)
         else:
             title = group[0].title
-            body, cells = table_kd_parts(group)
+            body, cells = CROSS_TASK_TABLES[family](group)
         md_path = os.path.join(results_dir, stem + ".md")
         png = stem + ".png"
         text = header(group, title) + "\n" + body
@@ -594,6 +697,16 @@ def make(out_dirs: Sequence[str], results_dir: str, allow_missing: bool = False,
             png_path = os.path.join(results_dir, png)
             if family == "group_ablation":
                 plot_groups(group[0], png_path)
+            elif family == "ptq_grid":
+                plot_ptq_grid(group[0], png_path)
+            elif family == "ptq_sequence":
+                cols = list(OrderedDict((c, None) for p in group for c in p.cols))
+                labels = [f"{p.task} {r}" for p in group for r in p.rows]
+                series = OrderedDict((c, [(p.cells[(r, c)].value if (r, c) in p.cells else None)
+                                          for p in group for r in p.rows]) for c in cols)
+                plot_bars(labels, series, [f"dev {p.metric}" for p in group for _ in p.rows], title,
+                          png_path, fp=[p.fp for p in group for _ in p.rows],
+                          ctl=[p.ctl for p in group for _ in p.rows])
             elif family == "pact_sweep":
                 p = group[0]
                 values = [p.cells[(r, p.cols[0])].value if (r, p.cols[0]) in p.cells else None

@@ -1,0 +1,167 @@
+"""qbert-calibrate end to end on mini-GLUE SST-2 (conftest's trained mini_teacher): one-line
+errors that write nothing, the "Done when" numbers of PTQ, the checkpoint fairseq-validate
+reads as is, reproducibility, and QAT started from the calibrated model (lr 0: its first
+validation is the PTQ metric; other bits: refused with the model's own message)."""
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import ablation_fixtures as F
+import pytest
+import torch
+
+from fairseq_qbert.calib.cli import cli_main, main
+from qbert.errors import UsageError
+
+ALL = ["--quant-groups", "EMB,QKV,FFN"]
+CALIB = ["--num-calib-batches", "4", "--batch-size", "16", "--cpu"]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def ptq_runs(mini_teacher, tmp_path_factory):
+    """In-process qbert-calibrate runs on the trained teacher: {name: (summary, PTQ.pt)}."""
+    out = tmp_path_factory.mktemp("ptq")
+    settings = {
+        "w8a8_pct": [*ALL, "--weight-bits", "8", "--act-bits", "8", "--calibrator", "percentile",
+                     "--percentile", "99.99", "--weight-calibrator", "max"],
+        "w8": [*ALL, "--weight-bits", "8", "--weight-calibrator", "max"],
+        "w4": [*ALL, "--weight-bits", "4", "--weight-calibrator", "max"],
+        "w2": [*ALL, "--weight-bits", "2", "--weight-calibrator", "max"],
+    }
+    runs = {}
+    for name, flags in settings.items():
+        path = out / f"{name}.pt"
+        summary = main([str(mini_teacher.data_bin), "--path", str(mini_teacher.checkpoint), *flags,
+                        *CALIB, "--out", str(path), "--no-fp-eval" if name != "w8a8_pct" else "--seed=1"])
+        runs[name] = (summary, path)
+    return runs
+
+
+def accuracy(summary, which="ptq"):
+    return summary[which]["accuracy"]
+
+
+def validate(data_bin, path):
+    proc = F.run([BIN / "fairseq-validate", data_bin, "--user-dir", F.REPO / "fairseq_qbert",
+                  "--task", "sentence_prediction", "--path", path, "--criterion", "sentence_prediction",
+                  "--num-classes", "2", "--valid-subset", "valid", "--batch-size", "16", "--cpu",
+                  "--num-workers", "0", "--log-format", "simple"])
+    m = re.search(r"valid on 'valid' subset .*?\| accuracy ([\d.]+)", proc.stdout + proc.stderr)
+    assert m, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return float(m.group(1))
+
+
+def test_ptq_numbers_on_mini_glue(ptq_runs, mini_teacher):
+    """W8A8 percentile PTQ within 1 point of FP; W2 clearly below W4, W4 <= W8."""
+    summary, _ = ptq_runs["w8a8_pct"]
+    fp = accuracy(summary, "fp")
+    assert fp == pytest.approx(mini_teacher.best_accuracy, abs=0.05)
+    assert abs(accuracy(summary) - fp) <= 1.0, (fp, accuracy(summary))
+    w8, w4, w2 = (accuracy(ptq_runs[k][0]) for k in ("w8", "w4", "w2"))
+    assert w2 < w4 - 5 and w4 <= w8, (w8, w4, w2)
+
+
+def test_the_checkpoint_is_what_fairseq_validate_evaluates(ptq_runs, mini_teacher):
+    summary, path = ptq_runs["w8a8_pct"]
+    assert validate(mini_teacher.data_bin, path) == pytest.approx(accuracy(summary), abs=0.05)
+    # only tensors, containers and the model args: loads with weights_only=True
+    import argparse
+
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        state = torch.load(path, weights_only=True)
+    assert state["cfg"]["model"].arch == "quant_roberta" and state["extra_state"]["ptq"]["method"] == "percentile"
+    initialized = [v for k, v in state["model"].items() if k.endswith("_quantizer.initialized")]
+    assert initialized and all(int(v) == 1 for v in initialized)
+
+
+def test_same_data_and_seed_give_the_same_checkpoint(ptq_runs, mini_teacher, tmp_path):
+    _, path = ptq_runs["w8a8_pct"]
+    again = tmp_path / "again.pt"
+    main([str(mini_teacher.data_bin), "--path", str(mini_teacher.checkpoint), *ALL, "--weight-bits", "8",
+          "--act-bits", "8", "--calibrator", "percentile", "--percentile", "99.99", "--weight-calibrator",
+          "max", *CALIB, "--out", str(again), "--no-fp-eval"])
+    a, b = torch.load(path, weights_only=False)["model"], torch.load(again, weights_only=False)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def train_from(data_bin, ptq_path, save, *flags):
+    return F.run([BIN / "fairseq-train", data_bin, "--user-dir", F.REPO / "fairseq_qbert",
+                  "--task", "sentence_prediction", "--arch", "quant_roberta_tiny",
+                  "--finetune-from-model", ptq_path, *flags, "--num-classes", "2", "--init-token", "0",
+                  "--separator-token", "2", "--criterion", "sentence_prediction", "--max-positions", "128",
+                  "--batch-size", "16", "--optimizer", "adam", "--lr", "0", "--lr-scheduler", "fixed",
+                  "--max-update", "1", "--cpu", "--num-workers", "0", "--save-dir", save, "--no-save",
+                  "--log-format", "simple", "--seed", "1"], check=False)
+
+
+def test_qat_from_ptq_starts_from_the_calibrated_state(ptq_runs, mini_teacher, tmp_path):
+    summary, path = ptq_runs["w8a8_pct"]
+    proc = train_from(mini_teacher.data_bin, path, tmp_path / "qat", *ALL, "--weight-bits", "8", "--act-bits", "8")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    first = re.search(r"valid on 'valid' subset .*?\| accuracy ([\d.]+)", proc.stdout + proc.stderr)
+    assert first and float(first.group(1)) == pytest.approx(accuracy(summary), abs=0.05)
+    # the run's flags quantize with other bits than PTQ.pt: refused in one line, by the model
+    proc = train_from(mini_teacher.data_bin, path, tmp_path / "bad", *ALL, "--weight-bits", "4", "--act-bits", "8")
+    assert proc.returncode != 0
+    line = (proc.stdout + proc.stderr).strip().splitlines()[-1]
+    assert line.startswith("fairseq-qbert: error: checkpoint quantizer") and "8 bits" in line, line
+
+
+# ------------------------------------------------------------------------------ errors
+def _fake_checkpoint(teacher, out, task_name):
+    from fairseq import checkpoint_utils
+    from omegaconf import OmegaConf
+
+    state = checkpoint_utils.load_checkpoint_to_cpu(str(teacher))
+    cfg = OmegaConf.to_container(state["cfg"], resolve=True, enum_to_str=True)
+    cfg["task"]["_name"] = task_name
+    state["cfg"] = cfg
+    checkpoint_utils.torch_persistent_save(state, str(out))
+    return out
+
+
+def _other_dictionary(data_bin, out):
+    shutil.copytree(data_bin, out)
+    with open(out / "input0" / "dict.txt", "a", encoding="utf-8") as f:
+        f.write("extraword 1\n")
+    return out
+
+
+@pytest.mark.parametrize("case,match", [
+    ("calibrator", "--calibrator: unknown calibrator 'kl'"),
+    ("percentile0", "--percentile must be in (0, 100]"),
+    ("percentile", "--percentile must be in (0, 100]"),
+    ("batches", "--num-calib-batches must be >= 1"),
+    ("not_a_checkpoint", "x.pt: cannot"),
+    ("masked_lm", "not a RoBERTa-family sentence-prediction model"),
+    ("dictionary", "input0/dict.txt: the dictionary has"),
+])
+def test_errors_are_one_line_and_write_nothing(case, match, mini_teacher, tmp_path):
+    data, path = str(mini_teacher.data_bin), str(mini_teacher.checkpoint)
+    extra = []
+    if case == "calibrator":
+        extra = ["--calibrator", "kl"]
+    elif case == "percentile0":
+        extra = ["--calibrator", "percentile", "--percentile", "0"]
+    elif case == "percentile":
+        extra = ["--calibrator", "percentile", "--percentile", "100.5"]
+    elif case == "batches":
+        extra = ["--num-calib-batches", "0"]
+    elif case == "not_a_checkpoint":
+        path = str(tmp_path / "x.pt")
+        Path(path).write_text("not a checkpoint\n")
+    elif case == "masked_lm":
+        path = str(_fake_checkpoint(mini_teacher.checkpoint, tmp_path / "mlm.pt", "masked_lm"))
+    elif case == "dictionary":
+        data = str(_other_dictionary(mini_teacher.data_bin, tmp_path / "other-bin"))
+    out = tmp_path / "out" / "ptq.pt"
+    out.parent.mkdir()
+    with pytest.raises(UsageError) as e:
+        cli_main([data, "--path", path, *ALL, "--weight-bits", "8", "--act-bits", "8", *extra,
+                  "--cpu", "--out", str(out)])
+    message = str(e.value.code)
+    assert message.startswith("fairseq-qbert: error: ") and "\n" not in message and match in message, message
+    assert os.listdir(out.parent) == []
