@@ -115,6 +115,18 @@ def _train(data_bin, save_dir, import_dir):
     return os.path.join(save_dir, "checkpoint_last.pt")
 
 
+def _validate(data_bin, import_dir, family):
+    """fairseq-validate evaluates the imported checkpoint as is (a metric line, exit 0)."""
+    task = ["--init-token", "0"] + (["--separator-token", "2"] if family == "roberta" else [])
+    cmd = [sys.executable, "-m", "fairseq_cli.validate", data_bin, "--user-dir",
+           os.path.join(REPO_DIR, "fairseq_qbert"), "--task", "sentence_prediction", *task,
+           "--path", os.path.join(import_dir, "model.pt"), "--criterion", "sentence_prediction",
+           "--num-classes", "2", "--valid-subset", "valid", "--batch-size", "16", "--cpu"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_DIR, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "accuracy" in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("family", ["roberta", "bert"])
 def test_end_to_end_import_qat_export(world, family, tmp_path):
     """Import an HF classifier, binarize RTE its way, QAT 3 updates, export, from_pretrained."""
@@ -134,6 +146,7 @@ def test_end_to_end_import_qat_export(world, family, tmp_path):
         data = preprocess_task(world["glue"], "RTE", str(tmp_path / "bin"), bpe="wordpiece",
                                vocab_txt=f"{fs_dir}/vocab.txt", dict_path=f"{fs_dir}/dict.txt")
         ckpt = _train(data, str(tmp_path / "qat"), fs_dir)
+    _validate(data, fs_dir, family)
 
     out = str(tmp_path / "back")
     export_hf(ckpt, out, tokenizer_dir=f"{fs_dir}/hf_tokenizer")
