@@ -1,8 +1,6 @@
-"""A small mini-GLUE SST-2 and a tiny FP teacher for the ablation-script tests.
-
-Built once per pytest process with the project's own scripts (scripts/prepare_mini_glue.sh,
-scripts/train_teacher.sh), in a temporary directory removed at exit.
-"""
+"""Running the project's shell scripts from tests: this interpreter, one thread, no stray
+recipe variables from the caller's shell. (The data and teacher they run on come from the
+``mini_teacher`` fixture of conftest.py.)"""
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +11,10 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 PYTHON = sys.executable
 RECIPE_VARS = ("ARCH", "LR", "TOTAL_NUM_UPDATES", "WARMUP_UPDATES", "MAX_SENTENCES", "MAX_EPOCH",
-               "MAX_POSITIONS", "MAX_TOKENS", "SEED", "FP16", "DATA_KIND", "JOBS", "BITS", "GROUP_SETS",
-               "QUANT_GROUPS", "PARTS", "KD_PARTS", "PACT_GRID", "EXTRA_ARGS", "KEEP_CHECKPOINTS",
-               "FAIRSEQ_TRAIN", "FAIRSEQ_VALIDATE", "DEVICE")
-
-_CACHE = {}
+               "MAX_POSITIONS", "MAX_TOKENS", "SEED", "SEEDS", "FP16", "DATA_KIND", "JOBS", "BITS",
+               "GROUP_SETS", "QUANT_GROUPS", "PARTS", "KD_PARTS", "PACT_GRID", "EXTRA_ARGS",
+               "KEEP_CHECKPOINTS", "FAIRSEQ_TRAIN", "FAIRSEQ_VALIDATE", "DEVICE", "ROBERTA_PATH",
+               "ENCODER_LAYERS", "HEAD_NAME", "NUM_CLASSES", "USER_DIR", "LOG_INTERVAL")
 
 
 def env(**overrides) -> dict:
@@ -36,18 +33,3 @@ def run(cmd, check=True, **env_overrides) -> subprocess.CompletedProcess:
 
 def workdir() -> Path:
     return scratch_dir("ablation")
-
-
-def mini_sst2():
-    """(DATA_BIN, TEACHER checkpoint) of a small mini-GLUE SST-2 and a 2 x 64 FP teacher."""
-    if "sst2" not in _CACHE:
-        root = workdir()
-        run([SCRIPTS / "prepare_mini_glue.sh", root / "data", "SST-2"],
-            TRAIN_SIZE=256, DEV_SIZE=96, TEST_SIZE=16)
-        data_bin = root / "data" / "SST-2-bin"
-        run([SCRIPTS / "train_teacher.sh", "SST-2", data_bin, root / "teacher"],
-            TOTAL_NUM_UPDATES=24, WARMUP_UPDATES=2, LOG_INTERVAL=8)
-        teacher = root / "teacher" / "checkpoint_best.pt"
-        assert teacher.is_file()
-        _CACHE["sst2"] = (data_bin, teacher)
-    return _CACHE["sst2"]

@@ -1,12 +1,16 @@
-"""Tiny data, teachers and students for the knowledge-distillation tests (no conftest.py).
+"""Tiny data, teachers and students for the knowledge-distillation tests.
 
-Everything is built once per pytest process and cached in a temporary directory:
+The trained teacher of the KD tests is conftest's session fixture ``mini_teacher`` (mini-GLUE
+SST-2, one real fairseq-train run shared with the QAT and ablation tests). Here, built once
+per pytest process and cached in a temporary directory:
 
-* ``data_dir("cls")``: single-sentence 2-class ``sentence_prediction`` data, binarized
+* ``data_dir("cls")``: toy single-sentence 2-class ``sentence_prediction`` data, binarized
   with fairseq's own preprocessing (in-process); ``data_dir("reg_pairs")``: sentence
   pairs with a float regression target (STS-B layout).
-* ``trained_teacher()``: a 2 x 64 FP ``roberta`` fine-tuned by a real ``fairseq-train``
-  run (30 updates) on ``cls`` -- the checkpoint format users will give ``--teacher-path``.
+* ``trained_teacher()``: a 2 x 64 FP ``roberta`` fine-tuned on ``cls`` by a short plain
+  fairseq-train run (30 updates; test_safe_loading.py's plugin-free checkpoint).
+* ``make_teacher(name, extra, kind, data)``: randomly initialised teachers built in-process
+  (shapes, heads, classes that the error tests need) for any data folder.
 * ``build(data, extra)``: task, model and criterion built in-process from a fairseq
   command line; ``save_checkpoint`` writes a model the way fairseq's trainer does.
 """
@@ -18,9 +22,9 @@ import zlib
 from pathlib import Path
 
 import torch
+from scratch import scratch_dir, subprocess_env  # noqa: F401  (subprocess_env: used by tests)
 
 import fairseq_qbert  # noqa: F401  (registers quant_roberta and kd_sentence_prediction)
-from scratch import scratch_dir, subprocess_env  # noqa: F401  (subprocess_env: used by tests)
 
 REPO = Path(__file__).resolve().parents[1]
 USER_DIR = str(REPO / "fairseq_qbert")
@@ -134,14 +138,17 @@ def save_checkpoint(path, cfg, model):
     return str(path)
 
 
-def make_teacher(name: str, extra, kind: str = "cls") -> str:
-    """A randomly initialised teacher checkpoint built in-process (cached by ``name``)."""
-    key = "teacher_" + name
+def make_teacher(name: str, extra, kind: str = "cls", data=None) -> str:
+    """A randomly initialised teacher checkpoint built in-process for ``data`` (default:
+    ``data_dir(kind)``), cached by ``name`` and ``data``."""
+    data = str(data) if data is not None else data_dir(kind)
+    key = f"teacher_{name}:{data}"
     if key not in _CACHE:
         torch.manual_seed(zlib.crc32(name.encode()) % 1000)
-        cfg, _, model, _ = build(data_dir(kind), [*task_flags(kind), "--criterion",
-                                                  "sentence_prediction", *extra], criterion=False)
-        _CACHE[key] = save_checkpoint(workdir() / f"teacher_{name}.pt", cfg, model)
+        cfg, _, model, _ = build(data, [*task_flags(kind), "--criterion",
+                                        "sentence_prediction", *extra], criterion=False)
+        path = workdir() / f"teacher_{name}_{zlib.crc32(data.encode()):08x}.pt"
+        _CACHE[key] = save_checkpoint(path, cfg, model)
     return _CACHE[key]
 
 
@@ -167,7 +174,8 @@ def kd_flags(teacher: str, parts: str = "trm,logits", *more):
 
 
 def load_teacher_weights(model, teacher_path: str):
-    """Copy a FP teacher checkpoint's weights into an FP quant_roberta student (strict)."""
+    """Copy a FP teacher checkpoint's weights into a quant_roberta student (strict; the
+    quantizer state an FP checkpoint lacks is added uninitialised, as fairseq loads it)."""
     from fairseq import checkpoint_utils
 
     state = checkpoint_utils.load_checkpoint_to_cpu(teacher_path)

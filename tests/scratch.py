@@ -21,10 +21,9 @@ def scratch_dir(name: str) -> Path:
 
 
 def subprocess_env(drop=(), **overrides) -> dict:
-    """This environment with one thread per process (2 shared cores), quiet warnings and
-    fairseq checkpoints loadable under torch >= 2.6; ``drop`` removes variables."""
+    """This environment with one thread per process (2 shared cores) and quiet warnings;
+    ``drop`` removes variables."""
     env = {k: v for k, v in os.environ.items() if k not in set(drop)}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore",
-               TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     env.update({k: str(v) for k, v in overrides.items()})
     return env

@@ -1,14 +1,11 @@
 """Ablation scripts end to end: reduced group_ablation + kd_parts on mini-GLUE SST-2, tables
 filled from the runs' logs, finished runs skipped, interrupted runs resumed."""
-import importlib.util
 import json
 import os
 import re
-import sys
-
-import pytest
 
 import ablation_fixtures as F
+import pytest
 
 from qbert.experiments import runner as qat_runner
 from qbert.experiments import tables as make_tables
@@ -53,9 +50,10 @@ def plan(out, name):
     return json.load(open(out / "plans" / name, encoding="utf-8"))
 
 
-def family(script, out, **env):
-    data_bin, teacher = F.mini_sst2()
-    return F.run([F.SCRIPTS / script, "SST-2", data_bin, teacher, out, "cpu"], **{**FAST, **env})
+def family(teacher, script, out, **env):
+    """Run an ablation script on the shared mini-GLUE SST-2 teacher (conftest's mini_teacher)."""
+    return F.run([F.SCRIPTS / script, teacher.task, teacher.data_bin, teacher.checkpoint, out, "cpu"],
+                 **{**FAST, **env})
 
 
 # ---------------------------------------------------------------------------- tests
@@ -80,12 +78,12 @@ def test_log_parsing_takes_fairseqs_best_and_checks_it(tmp_path):
         qat_runner.best_from_log(str(log), "mcc")
 
 
-def test_group_ablation_and_kd_parts_tables_are_filled_from_the_logs(tmp_path):
+def test_group_ablation_and_kd_parts_tables_are_filled_from_the_logs(tmp_path, mini_teacher):
     out = tmp_path / "exp"
     results = tmp_path / "results"
-    ga = family("group_ablation.sh", out, BITS="2", GROUP_SETS="FFN ALL")
+    ga = family(mini_teacher, "group_ablation.sh", out, BITS="2", GROUP_SETS="FFN ALL")
     assert ga.stdout.count("[done]") == 4  # FP baseline, FP control, 2 cells
-    kp = family("kd_parts.sh", out, PARTS="none logits")
+    kp = family(mini_teacher, "kd_parts.sh", out, PARTS="none logits")
     # -KD at 2 bit on all groups is the group ablation's "All Together" run: reused, not rerun
     assert re.search(r"\[skip\] \S+/runs/SST-2/lsq_w2_EMB-QKV-FFN-[0-9a-f]{8}: finished", kp.stdout), kp.stdout
     assert kp.stdout.count("[done]") == 1
@@ -146,7 +144,7 @@ def test_group_ablation_and_kd_parts_tables_are_filled_from_the_logs(tmp_path):
 
     # re-running a family skips every finished run: no fairseq process, logs untouched
     logs = {d: os.path.getmtime(d / "train.log") for d in (out / "runs" / "SST-2").iterdir()}
-    again = family("group_ablation.sh", out, BITS="2", GROUP_SETS="FFN ALL")
+    again = family(mini_teacher, "group_ablation.sh", out, BITS="2", GROUP_SETS="FFN ALL")
     assert again.stdout.count("[skip]") == 4 and "[start]" not in again.stdout, again.stdout
     assert logs == {d: os.path.getmtime(d / "train.log") for d in logs}
 
@@ -158,11 +156,12 @@ def test_group_ablation_and_kd_parts_tables_are_filled_from_the_logs(tmp_path):
     assert md_tables(results / "kd_parts_w2_EMB-QKV-FFN.md")["rows"][0][4] == "missing"
 
 
-def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
+def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, mini_teacher):
     """A run that died after 3 updates continues from checkpoint_last.pt, not from the teacher."""
-    data_bin, teacher = F.mini_sst2()
+    data_bin, teacher = mini_teacher.data_bin, mini_teacher.checkpoint
     crash = tmp_path / "crashing-fairseq-train"
-    crash.write_text(f"#!/usr/bin/env bash\n'{os.path.dirname(F.PYTHON)}/fairseq-train' \"$@\" --max-update 3\nexit 3\n")
+    train = os.path.join(os.path.dirname(F.PYTHON), "fairseq-train")
+    crash.write_text(f"#!/usr/bin/env bash\n'{train}' \"$@\" --max-update 3\nexit 3\n")
     crash.chmod(0o755)
     run_dir = tmp_path / "run"
     cmd = [F.SCRIPTS / "lib" / "run_qat.sh", "SST-2", data_bin, teacher, run_dir, "cpu",
@@ -186,10 +185,10 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
     assert "[skip]" in F.run(cmd, **FAST).stdout
 
 
-def test_seeds_run_every_cell_once_per_seed_and_tables_show_the_mean(tmp_path):
+def test_seeds_run_every_cell_once_per_seed_and_tables_show_the_mean(tmp_path, mini_teacher):
     out = tmp_path / "exp"
     results = tmp_path / "results"
-    r = family("kd_effect.sh", out, SEEDS="1 2", KD_PARTS="logits")
+    r = family(mini_teacher, "kd_effect.sh", out, SEEDS="1 2", KD_PARTS="logits")
     assert r.stdout.count("[done]") == 7, r.stdout  # FP baseline + (-KD, KD, control) x 2 seeds
     p = plan(out, "kd_effect_w2_EMB-QKV-FFN_kd-logits__SST-2.json")
     assert p["seeds"] == ["1", "2"] and len(p["control_runs"]) == 2

@@ -1,22 +1,49 @@
-"""kd_sentence_prediction in-process: values, padding, frozen teacher, capture, errors."""
-import itertools
+"""kd_sentence_prediction in-process: values, padding, frozen teacher, capture, errors.
 
-import pytest
-import torch
+The trained teacher is conftest's ``mini_teacher`` (mini-GLUE SST-2, a real fairseq-train
+run shared with the QAT and ablation tests); students are built on its data.
+"""
+import itertools
+import math
 
 import kd_fixtures as F
+import pytest
+import torch
+import torch.nn.functional as nnf
+
 from fairseq_qbert.criterions import kd_losses
 from fairseq_qbert.criterions.kd_sentence_prediction import KDSentencePredictionCriterion
-from qbert.errors import UsageError
 from fairseq_qbert.models.quant_attention import QuantMultiheadAttention, capture_attention_scores
+from qbert.errors import UsageError
 
+HEAD = "sentence_classification_head"
 STUDENT = ["--arch", "quant_roberta_tiny"]
 QSTUDENT = [*STUDENT, "--quant-groups", "EMB,QKV,FFN", "--weight-bits", "4"]
 
 
-def build_kd(teacher, parts="trm,logits", student=STUDENT, kind="cls", more=()):
-    return F.build(F.data_dir(kind), [*F.task_flags(kind), *student,
-                                      *F.kd_flags(teacher, parts, *more)])
+class KD:
+    """Builders on the shared teacher's data (``cls``) or on the toy sentence pairs (``reg``)."""
+
+    def __init__(self, mini_teacher):
+        self.data = str(mini_teacher.data_bin)
+        self.teacher = str(mini_teacher.checkpoint)  # trained FP roberta (fairseq-train)
+
+    def data_for(self, kind):
+        return self.data if kind == "cls" else F.data_dir("reg_pairs")
+
+    def build(self, teacher, parts="trm,logits", student=STUDENT, kind="cls", more=()):
+        """(cfg, task, model, criterion) from a fairseq-train command line."""
+        return F.build(self.data_for(kind), [*F.task_flags(kind), *student,
+                                             *F.kd_flags(teacher, parts, *more)])
+
+    def random_teacher(self, name, extra, kind="cls"):
+        """A randomly initialised teacher checkpoint on ``kind``'s data."""
+        return F.make_teacher(name, extra, kind, data=self.data_for(kind))
+
+
+@pytest.fixture(scope="module")
+def kd(mini_teacher):
+    return KD(mini_teacher)
 
 
 def kd_values(log):
@@ -24,26 +51,32 @@ def kd_values(log):
 
 
 # ---------------------------------------------------------------------------- values
-def test_student_equal_to_teacher_gives_zero_loss():
+def test_student_equal_to_teacher_gives_zero_loss(kd):
     """FP student with the teacher's weights: every KD part is ~0 (so is the total loss)."""
-    teacher = F.trained_teacher()
-    _, task, model, crit = build_kd(teacher, "trm,logits")
+    teacher = kd.teacher
+    _, task, model, crit = kd.build(teacher, "trm,logits")
     F.load_teacher_weights(model, teacher).eval()
-    loss, sample_size, log = crit(model, F.batch(task, n=16))
+    sample = F.batch(task, n=16)
+    loss, sample_size, log = crit(model, sample)
     assert sample_size == 16
     values = kd_values(log)
     assert set(values) == {"kd_logits", "kd_hidden", "kd_attn", "kd_label"}
     for key in ("kd_logits", "kd_hidden", "kd_attn"):
         assert abs(values[key]) < 1e-6, (key, values)
     assert abs(loss.item()) < 1e-6
-    assert values["kd_label"] > 1.0  # the ground-truth term is computed (weight 0)
+    # the ground-truth term is computed (weight 0): the cross-entropy of the teacher's logits
+    with torch.no_grad():
+        logits, _ = model(**sample["net_input"], features_only=True, classification_head_name=HEAD)
+    expected = nnf.cross_entropy(logits.float(), sample["target"].view(-1), reduction="sum")
+    assert values["kd_label"] == pytest.approx(expected.item(), rel=1e-5)
+    assert expected.item() > 1e-3  # not trivially 0
 
 
-def test_parts_equal_independent_computation_with_uniform_layer_map():
+def test_parts_equal_independent_computation_with_uniform_layer_map(kd):
     """2-layer quantized student, 4-layer teacher: kd_* = the pure functions on the layers
     1->2, 2->4 (uniform map), computed here from the models directly."""
-    teacher_path = F.make_teacher("deep", [*F.ROBERTA_TINY, "--encoder-layers", "4"])
-    _, task, model, crit = build_kd(teacher_path, "trm,logits", QSTUDENT,
+    teacher_path = kd.random_teacher("deep", [*F.ROBERTA_TINY, "--encoder-layers", "4"])
+    _, task, model, crit = kd.build(teacher_path, "trm,logits", QSTUDENT,
                                     more=["--kd-label-weight", "0.5", "--kd-temperature", "2"])
     model.eval()
     sample = F.batch(task, n=8)
@@ -76,11 +109,11 @@ def test_parts_equal_independent_computation_with_uniform_layer_map():
     assert min(values.values()) > 0
 
 
-def test_explicit_layer_map_and_output_part():
-    teacher_path = F.make_teacher("deep", [*F.ROBERTA_TINY, "--encoder-layers", "4"])
-    _, task, model, crit = build_kd(teacher_path, "hidden", QSTUDENT,
+def test_explicit_layer_map_and_output_part(kd):
+    teacher_path = kd.random_teacher("deep", [*F.ROBERTA_TINY, "--encoder-layers", "4"])
+    _, task, model, crit = kd.build(teacher_path, "hidden", QSTUDENT,
                                     more=["--kd-layer-map", "1:1,2:3"])
-    _, _, _, crit_out = build_kd(teacher_path, "output", QSTUDENT)
+    _, _, _, crit_out = kd.build(teacher_path, "output", QSTUDENT)
     model.eval()
     sample = F.batch(task, n=4)
     net_input = sample["net_input"]
@@ -99,11 +132,11 @@ def test_explicit_layer_map_and_output_part():
     assert "kd_attn" not in out and "kd_logits" not in out
 
 
-def test_padding_cannot_change_the_loss():
+def test_padding_cannot_change_the_loss(kd):
     """Extra pad columns, and batching sentences of different lengths together, leave every
     part unchanged (quantized student, weight quantization only)."""
-    teacher = F.trained_teacher()
-    _, task, model, crit = build_kd(teacher, "trm,logits", QSTUDENT,
+    teacher = kd.teacher
+    _, task, model, crit = kd.build(teacher, "trm,logits", QSTUDENT,
                                     more=["--kd-label-weight", "1"])
     model.eval()
     sample = F.batch(task, n=6)
@@ -123,12 +156,12 @@ def test_padding_cannot_change_the_loss():
     assert loss.item() == pytest.approx(singles, rel=1e-4)
 
 
-def test_regression_pairs_and_glue_metrics():
+def test_regression_pairs_and_glue_metrics(kd):
     """STS-B-like: sentence pairs, regression target, --report-pearson-and-spearman."""
     from fairseq.logging import metrics
 
-    teacher = F.make_teacher("reg", F.ROBERTA_TINY, "reg")
-    _, task, model, crit = build_kd(teacher, "trm,logits", QSTUDENT, kind="reg",
+    teacher = kd.random_teacher("reg", F.ROBERTA_TINY, "reg")
+    _, task, model, crit = kd.build(teacher, "trm,logits", QSTUDENT, kind="reg",
                                     more=["--report-pearson-and-spearman"])
     model.eval()
     sample = F.batch(task, n=8)
@@ -150,9 +183,9 @@ def test_regression_pairs_and_glue_metrics():
     assert smoothed["kd_hidden"] == pytest.approx(float(log["kd_hidden"]) / 8, abs=1e-4)
 
 
-def test_classification_metrics_kept():
-    teacher = F.trained_teacher()
-    _, task, model, crit = build_kd(teacher, "logits", QSTUDENT,
+def test_classification_metrics_kept(kd):
+    teacher = kd.teacher
+    _, task, model, crit = kd.build(teacher, "logits", QSTUDENT,
                                     more=["--report-mcc", "--report-acc-and-f1"])
     model.eval()
     log = crit(model, F.batch(task, n=8))[2]
@@ -167,9 +200,9 @@ def test_classification_metrics_kept():
 
 
 # ---------------------------------------------------------------------------- teacher
-def test_teacher_frozen_unregistered_and_following_the_student():
-    teacher_path = F.trained_teacher()
-    _, task, model, crit = build_kd(teacher_path, "trm,logits", QSTUDENT)
+def test_teacher_frozen_unregistered_and_following_the_student(kd):
+    teacher_path = kd.teacher
+    _, task, model, crit = kd.build(teacher_path, "trm,logits", QSTUDENT)
     teacher = crit.teacher.model
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     assert list(crit.parameters()) == [] and crit.state_dict() == {}
@@ -202,9 +235,9 @@ def test_teacher_frozen_unregistered_and_following_the_student():
     assert next(teacher.parameters()).dtype == torch.float64
 
 
-def test_teacher_ignores_the_students_quant_flags():
-    teacher_path = F.trained_teacher()
-    _, _, model, crit = build_kd(teacher_path, "logits",
+def test_teacher_ignores_the_students_quant_flags(kd):
+    teacher_path = kd.teacher
+    _, _, model, crit = kd.build(teacher_path, "logits",
                                  [*QSTUDENT, "--act-bits", "8", "--act-quantizer", "lsq"])
     teacher = crit.teacher.model
     names = [n for n, _ in teacher.named_modules() if n.endswith("_quantizer")]
@@ -214,12 +247,12 @@ def test_teacher_ignores_the_students_quant_flags():
     assert len(attn) == 2
 
 
-def test_teacher_equals_a_plain_fairseq_roberta():
+def test_teacher_equals_a_plain_fairseq_roberta(kd):
     """The teacher rebuilt as quant_roberta computes what fairseq's roberta computes."""
     from fairseq import checkpoint_utils
 
-    teacher_path = F.trained_teacher()
-    _, task, _, crit = build_kd(teacher_path, "logits")
+    teacher_path = kd.teacher
+    _, task, _, crit = kd.build(teacher_path, "logits")
     models, _ = checkpoint_utils.load_model_ensemble([teacher_path], task=task)
     reference = models[0].eval()
     assert type(reference).__name__ == "RobertaModel"
@@ -232,8 +265,8 @@ def test_teacher_equals_a_plain_fairseq_roberta():
 
 
 # ---------------------------------------------------------------------------- capture
-def test_capture_only_what_parts_need():
-    teacher = F.trained_teacher()
+def test_capture_only_what_parts_need(kd):
+    teacher = kd.teacher
     calls = []
 
     def spy(module, args, kwargs):
@@ -244,7 +277,7 @@ def test_capture_only_what_parts_need():
     expected = {"logits": (False, False), "output": (True, False), "hidden": (True, False),
                 "attn": (False, True), "trm,logits": (True, True)}
     for parts, (hidden, attn) in expected.items():
-        _, task, model, crit = build_kd(teacher, parts, QSTUDENT)
+        _, task, model, crit = kd.build(teacher, parts, QSTUDENT)
         model.eval()
         sample = F.batch(task, n=4)
         with torch.no_grad():
@@ -272,6 +305,55 @@ def test_capture_only_what_parts_need():
         assert torch.equal(plain, captured)
 
 
+@pytest.mark.parametrize("student", [QSTUDENT, [*QSTUDENT, "--act-bits", "8"]],
+                         ids=["w4", "w4a8"])
+def test_captured_scores_are_qk_over_sqrt_d_of_the_quantized_projections(kd, student):
+    """What KD's attention part compares, recomputed here from each layer's input:
+    (x Wq^T + bq)(x Wk^T + bk)^T / sqrt(d_head) per head, with the fake-quantized weights
+    (and inputs) of q_proj / k_proj, -inf at padded keys."""
+    _, task, model, _ = kd.build(kd.teacher, "attn", student)
+    F.load_teacher_weights(model, kd.teacher).eval()
+    sample = F.batch(task, n=6)
+    tokens = sample["net_input"]["src_tokens"]
+    pad = tokens.eq(task.source_dictionary.pad())
+    assert pad.any() and not pad.all(dim=1).any()
+    with torch.no_grad(), capture_attention_scores(model) as scores:
+        _, extra = model(**sample["net_input"], features_only=True, return_all_hiddens=True,
+                         classification_head_name=HEAD)
+    layers = model.encoder.sentence_encoder.layers
+    assert len(scores) == len(layers) == 2
+
+    def project(linear, x, quantized=True):
+        w = linear.weight
+        if quantized:
+            x = linear.input_quantizer(x) if linear.input_quantizer is not None else x
+            w = linear.weight_quantizer(w)
+        return x @ w.t() + linear.bias
+
+    def qk(attn, x, quantized):
+        """Per-head (x Wq^T + bq)(x Wk^T + bk)^T / sqrt(d), -inf at padded keys: (B, H, T, T)."""
+        length, bsz, _ = x.shape
+        heads, d = attn.num_heads, attn.head_dim
+        with torch.no_grad():
+            q = project(attn.q_proj, x, quantized).view(length, bsz, heads, d).permute(1, 2, 0, 3)
+            k = project(attn.k_proj, x, quantized).view(length, bsz, heads, d).permute(1, 2, 0, 3)
+        s = q @ k.transpose(-1, -2) / math.sqrt(d)
+        return s.masked_fill(pad[:, None, None, :], float("-inf"))
+
+    for i, layer in enumerate(layers):
+        x = extra["inner_states"][i]  # (T, B, C): layer i's input (post-LN encoder)
+        expected = qk(layer.self_attn, x, quantized=True)
+        got = scores[i]
+        assert got.shape == expected.shape == (tokens.shape[0], 4, tokens.shape[1], tokens.shape[1])
+        assert torch.equal(torch.isinf(got), pad[:, None, None, :].expand_as(got)), i
+        keep = ~torch.isinf(expected)
+        assert torch.allclose(got[keep], expected[keep], rtol=1e-4, atol=1e-4), \
+            (i, (got[keep] - expected[keep]).abs().max())
+        # the full-precision projections would give other scores: quantization is in there
+        fp = qk(layer.self_attn, x, quantized=False)
+        assert not torch.allclose(got[keep], fp[keep], rtol=1e-3, atol=1e-3), i
+
+
 # ---------------------------------------------------------------------------- errors
 def _one_line_error(fn, *words):
     with pytest.raises(UsageError) as info:
@@ -284,13 +366,13 @@ def _one_line_error(fn, *words):
     return message
 
 
-def _corrupt(name, edit):
+def _corrupt(kd, name, edit):
     """A copy of the trained teacher with its state dict edited by ``edit``."""
     from fairseq import checkpoint_utils
 
-    path = F.workdir() / f"teacher_{name}.pt"
+    path = F.workdir() / f"corrupt_teacher_{name}.pt"
     if not path.exists():
-        state = checkpoint_utils.load_checkpoint_to_cpu(F.trained_teacher())
+        state = checkpoint_utils.load_checkpoint_to_cpu(kd.teacher)
         edit(state["model"])
         checkpoint_utils.torch_persistent_save(state, str(path))
     return str(path)
@@ -306,69 +388,69 @@ def _drop_vocab_row(sd):
     "missing", "garbage", "directory", "vocab", "classes", "regression", "head", "quantized",
     "unknown_part", "bad_map", "map_range_teacher", "negative_weight", "zero_weights",
     "temperature", "no_teacher_path"])
-def test_errors_before_training(case):
+def test_errors_before_training(case, kd):
     bad = F.workdir() / "garbage.pt"
     bad.write_bytes(b"this is not a checkpoint")
-    trained = F.trained_teacher
+    trained = lambda: kd.teacher  # noqa: E731
     cases = {
-        "missing": (lambda: build_kd(str(F.workdir() / "nope.pt")), ["no such file"]),
-        "garbage": (lambda: build_kd(str(bad)), ["cannot read it as a fairseq checkpoint"]),
-        "directory": (lambda: build_kd(str(F.workdir())), ["no such file"]),
-        "vocab": (lambda: build_kd(_corrupt("vocab", _drop_vocab_row)),
+        "missing": (lambda: kd.build(str(F.workdir() / "nope.pt")), ["no such file"]),
+        "garbage": (lambda: kd.build(str(bad)), ["cannot read it as a fairseq checkpoint"]),
+        "directory": (lambda: kd.build(str(F.workdir())), ["no such file"]),
+        "vocab": (lambda: kd.build(_corrupt(kd, "vocab", _drop_vocab_row)),
                   ["vocabulary has", "task dictionary has"]),
-        "classes": (lambda: build_kd(F.make_teacher("3cls", [*F.ROBERTA_TINY, "--num-classes", "3"])),
+        "classes": (lambda: kd.build(kd.random_teacher("3cls", [*F.ROBERTA_TINY, "--num-classes", "3"])),
                     ["3 outputs", "--num-classes 2"]),
-        "regression": (lambda: build_kd(F.make_teacher("reg2", [*F.ROBERTA_TINY, "--regression-target"])),
+        "regression": (lambda: kd.build(kd.random_teacher("reg2", [*F.ROBERTA_TINY, "--regression-target"])),
                        ["trained for regression", "does classification"]),
-        "head": (lambda: build_kd(F.make_teacher("otherhead", [
+        "head": (lambda: kd.build(kd.random_teacher("otherhead", [
             *F.ROBERTA_TINY, "--classification-head-name", "other"])),
                  ["no classification head 'sentence_classification_head'", "other"]),
-        "quantized": (lambda: build_kd(F.make_teacher("quant", [
+        "quantized": (lambda: kd.build(kd.random_teacher("quant", [
             "--arch", "quant_roberta_tiny", "--quant-groups", "FFN"])), ["teacher is quantized"]),
-        "unknown_part": (lambda: build_kd(trained(), "logits,atention"),
+        "unknown_part": (lambda: kd.build(trained(), "logits,atention"),
                          ["unknown part 'atention'", "logits, hidden, attn, output, trm"]),
-        "bad_map": (lambda: build_kd(trained(), more=["--kd-layer-map", "1=2"]), ["--kd-layer-map"]),
-        "map_range_teacher": (lambda: build_kd(trained(), more=["--kd-layer-map", "1:1,2:5"]),
+        "bad_map": (lambda: kd.build(trained(), more=["--kd-layer-map", "1=2"]), ["--kd-layer-map"]),
+        "map_range_teacher": (lambda: kd.build(trained(), more=["--kd-layer-map", "1:1,2:5"]),
                               ["teacher layer 5 does not exist", "2 layers"]),
-        "negative_weight": (lambda: build_kd(trained(), more=["--kd-attn-weight", "-1"]),
+        "negative_weight": (lambda: kd.build(trained(), more=["--kd-attn-weight", "-1"]),
                             ["--kd-attn-weight must be >= 0"]),
-        "zero_weights": (lambda: build_kd(trained(), "logits", more=["--kd-logits-weight", "0"]),
+        "zero_weights": (lambda: kd.build(trained(), "logits", more=["--kd-logits-weight", "0"]),
                          ["nothing to train"]),
-        "temperature": (lambda: build_kd(trained(), more=["--kd-temperature", "0"]),
+        "temperature": (lambda: kd.build(trained(), more=["--kd-temperature", "0"]),
                         ["--kd-temperature must be > 0"]),
-        "no_teacher_path": (lambda: build_kd(""), ["needs --teacher-path"]),
+        "no_teacher_path": (lambda: kd.build(""), ["needs --teacher-path"]),
     }
     fn, words = cases[case]
     _one_line_error(fn, *words)
 
 
-def _first_forward(teacher, parts, student, more=()):
-    _, task, model, crit = build_kd(teacher, parts, student, more=more)
+def _first_forward(kd, teacher, parts, student, more=()):
+    _, task, model, crit = kd.build(teacher, parts, student, more=more)
     return lambda: crit(model, F.batch(task, n=2))
 
 
 @pytest.mark.parametrize("case", ["hidden_size", "output_size", "heads", "plain_roberta_attn",
                                   "map_range_student", "layerdrop", "positions"])
-def test_errors_on_student_mismatch(case):
+def test_errors_on_student_mismatch(case, kd):
     """Student-dependent checks run once, at the first forward, before any update."""
-    wide = lambda: F.make_teacher("wide", [*F.ROBERTA_TINY, "--encoder-embed-dim", "96"])  # noqa: E731
-    trained = F.trained_teacher
+    wide = lambda: kd.random_teacher("wide", [*F.ROBERTA_TINY, "--encoder-embed-dim", "96"])  # noqa: E731
+    trained = lambda: kd.teacher  # noqa: E731
     cases = {
-        "hidden_size": (lambda: _first_forward(wide(), "hidden", QSTUDENT),
+        "hidden_size": (lambda: _first_forward(kd, wide(), "hidden", QSTUDENT),
                         ["--kd-parts hidden", "teacher hidden size 96", "student hidden size 64"]),
-        "output_size": (lambda: _first_forward(wide(), "output,logits", QSTUDENT),
+        "output_size": (lambda: _first_forward(kd, wide(), "output,logits", QSTUDENT),
                         ["--kd-parts output", "teacher hidden size 96"]),
-        "heads": (lambda: _first_forward(F.make_teacher("2heads", [
+        "heads": (lambda: _first_forward(kd, kd.random_teacher("2heads", [
             *F.ROBERTA_TINY, "--encoder-attention-heads", "2"]), "attn", QSTUDENT),
                   ["--kd-parts attn", "2 attention heads", "student has 4"]),
-        "plain_roberta_attn": (lambda: _first_forward(trained(), "attn", F.ROBERTA_TINY),
+        "plain_roberta_attn": (lambda: _first_forward(kd, trained(), "attn", F.ROBERTA_TINY),
                                ["needs a quant_roberta student"]),
-        "map_range_student": (lambda: _first_forward(trained(), "hidden", QSTUDENT,
+        "map_range_student": (lambda: _first_forward(kd, trained(), "hidden", QSTUDENT,
                                                      ["--kd-layer-map", "3:2"]),
                               ["student layer 3 does not exist"]),
-        "layerdrop": (lambda: _first_forward(trained(), "trm", [*QSTUDENT, "--encoder-layerdrop", "0.1"]),
+        "layerdrop": (lambda: _first_forward(kd, trained(), "trm", [*QSTUDENT, "--encoder-layerdrop", "0.1"]),
                       ["--encoder-layerdrop must be 0"]),
-        "positions": (lambda: _first_forward(F.make_teacher("short", [
+        "positions": (lambda: _first_forward(kd, kd.random_teacher("short", [
             *F.ROBERTA_TINY, "--max-positions", "8"]), "logits", QSTUDENT),
                       ["the teacher has only 8 positions"]),
     }
@@ -376,26 +458,43 @@ def test_errors_on_student_mismatch(case):
     _one_line_error(make(), *words)
 
 
-def test_wider_teacher_is_fine_for_logits_and_attention():
-    """Logits and attention scores do not depend on the hidden size (same heads)."""
-    teacher = F.make_teacher("wide", [*F.ROBERTA_TINY, "--encoder-embed-dim", "96"])
-    _, task, model, crit = build_kd(teacher, "attn,logits", QSTUDENT)
-    values = kd_values(crit(model, F.batch(task, n=4))[2])
-    assert values["kd_attn"] > 0 and values["kd_logits"] > 0
+def test_wider_teacher_is_fine_for_logits_and_attention(kd):
+    """Logits and attention scores do not depend on the hidden size (same heads): a 96-wide
+    teacher gives a 64-wide student exactly the layer-by-layer attention and logits losses."""
+    teacher = kd.random_teacher("wide", [*F.ROBERTA_TINY, "--encoder-embed-dim", "96"])
+    _, task, model, crit = kd.build(teacher, "attn,logits", QSTUDENT)
+    model.eval()
+    sample = F.batch(task, n=4)
+    values = kd_values(crit(model, sample)[2])
+    assert set(values) == {"kd_attn", "kd_logits", "kd_label"}
+
+    net_input = sample["net_input"]
+    pad = net_input["src_tokens"].eq(task.source_dictionary.pad())
+    with torch.no_grad():
+        with capture_attention_scores(model) as s_att:
+            s_logits, _ = model(**net_input, features_only=True, classification_head_name=HEAD)
+        with capture_attention_scores(crit.teacher.model) as t_att:
+            t_logits, _ = crit.teacher.model(**net_input, features_only=True,
+                                             classification_head_name=HEAD)
+    assert [a.shape[-1] for a in s_att] == [a.shape[-1] for a in t_att] and len(t_att) == 2
+    attn = sum(kd_losses.attention_kd_loss(s, t, pad) for s, t in zip(s_att, t_att, strict=True))
+    assert values["kd_attn"] == pytest.approx(attn.item(), rel=1e-5)
+    assert values["kd_logits"] == pytest.approx(kd_losses.logits_kd_loss(s_logits, t_logits).item(), rel=1e-5)
+    assert attn.item() > 1e-3 and values["kd_logits"] > 1e-6  # a random teacher: far from the student
 
 
-def test_plain_roberta_student_with_logits_and_hidden():
-    teacher = F.trained_teacher()
-    _, task, model, crit = build_kd(teacher, "hidden,logits", F.ROBERTA_TINY)
+def test_plain_roberta_student_with_logits_and_hidden(kd):
+    teacher = kd.teacher
+    _, task, model, crit = kd.build(teacher, "hidden,logits", F.ROBERTA_TINY)
     F.load_teacher_weights(model, teacher).eval()
     loss, _, log = crit(model, F.batch(task, n=4))
     assert abs(loss.item()) < 1e-6 and "kd_hidden" in log
 
 
-def test_quant_roberta_teacher_without_groups():
+def test_quant_roberta_teacher_without_groups(kd):
     """A quant_roberta(_tiny) FP checkpoint is a valid teacher; a student equal to it gives 0."""
-    teacher = F.make_teacher("qfp", ["--arch", "quant_roberta_tiny"])
-    _, task, model, crit = build_kd(teacher, "trm,logits", STUDENT)
+    teacher = kd.random_teacher("qfp", ["--arch", "quant_roberta_tiny"])
+    _, task, model, crit = kd.build(teacher, "trm,logits", STUDENT)
     F.load_teacher_weights(model, teacher).eval()
     loss, _, log = crit(model, F.batch(task, n=8))
     assert abs(loss.item()) < 1e-6

@@ -4,13 +4,13 @@ import copy
 import pytest
 import torch
 from fairseq.models import ARCH_MODEL_REGISTRY
+from model_utils import HEAD, FakeTask, build, parse
 
-from qbert.errors import UsageError
 from fairseq_qbert.models.quant_attention import QuantMultiheadAttention, capture_attention_scores
 from fairseq_qbert.models.quant_roberta import group_parameter_counts
+from qbert.errors import UsageError
 from qbert.quant import PACTQuantizer
 from qbert.quant.modules import QuantEmbedding, QuantLinear
-from model_utils import HEAD, FakeTask, build, parse
 
 TINY_ROBERTA = ["--encoder-layers", "2", "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
                 "--encoder-attention-heads", "4", "--max-positions", "128"]
@@ -43,18 +43,80 @@ def test_groups_put_quantizers_exactly_where_asked():
 
 
 def test_emb_and_head_groups_quantize_embeddings_positions_and_head():
+    """The encoder's embedding output is LayerNorm(Q(tokens)[x] + Q(positions)[pos(x)]) and
+    the logits are the head's two Linears with quantized weights, recomputed here from the
+    quantized tables and weights; the FP tables give other values."""
+    torch.manual_seed(0)
     model = build(extra=["--quant-groups", "EMB,HEAD", "--weight-bits", "3"])
     enc = model.encoder.sentence_encoder
     assert isinstance(enc.embed_tokens, QuantEmbedding)
     assert enc.embed_positions.weight_quantizer.Qp == 3
-    assert isinstance(model.classification_heads[HEAD].out_proj, QuantLinear)
+    head = model.classification_heads[HEAD]
+    assert isinstance(head.dense, QuantLinear) and isinstance(head.out_proj, QuantLinear)
     model.eval()
-    x = tokens()
-    out = logits(model, x)
-    # the lookup really used the quantized tables: at most 2^3 distinct values per table
-    table = enc.embed_tokens.weight_quantizer(enc.embed_tokens.weight)
-    assert torch.unique(table).numel() <= 8
-    assert torch.isfinite(out).all()
+    x = tokens(pad_from=6)
+    out, extra = model(x, features_only=True, return_all_hiddens=True, classification_head_name=HEAD)
+    with torch.no_grad():
+        tok_q = enc.embed_tokens.weight_quantizer(enc.embed_tokens.weight)
+        pos_q = enc.embed_positions.weight_quantizer(enc.embed_positions.weight)
+    # 3-bit tables: at most 2^3 distinct values each, and not the FP tables
+    for table, fp in ((tok_q, enc.embed_tokens.weight), (pos_q, enc.embed_positions.weight)):
+        assert torch.unique(table).numel() <= 8
+        assert (table - fp).abs().max() > 1e-3
+    # fairseq's positions: padding_idx + 1, 2, ... over the real tokens, padding_idx at pads
+    pad = x.eq(1)
+    positions = torch.cumsum(~pad, dim=1) * ~pad + 1
+    ln = enc.layernorm_embedding
+
+    def embedded(tok_table, pos_table):
+        e = torch.nn.functional.embedding(x, tok_table) + torch.nn.functional.embedding(positions, pos_table)
+        e = torch.nn.functional.layer_norm(e, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+        return (e * (~pad).unsqueeze(-1)).transpose(0, 1)  # (T, B, C), pads zeroed
+
+    used = extra["inner_states"][0]
+    with torch.no_grad():
+        assert torch.allclose(used, embedded(tok_q, pos_q), atol=1e-5)
+        assert not torch.allclose(used, embedded(enc.embed_tokens.weight, pos_q), atol=1e-3)
+        assert not torch.allclose(used, embedded(tok_q, enc.embed_positions.weight), atol=1e-3)
+        # the head: tanh(dense) then out_proj, both with 3-bit weights
+        features = extra["inner_states"][-1][0]  # <s> of every sentence
+        hidden = torch.tanh(features @ head.dense.weight_quantizer(head.dense.weight).t() + head.dense.bias)
+        expected = hidden @ head.out_proj.weight_quantizer(head.out_proj.weight).t() + head.out_proj.bias
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("act", ["lsq", "pact", "ema"])
+def test_fc2_input_is_unsigned_after_relu_and_signed_after_gelu(act):
+    """README: Linear inputs are signed, except fc2's input after a ReLU (GELU dips to -0.17)."""
+    flags = ["--quant-groups", "FFN,QKV", "--weight-bits", "4", "--act-bits", "4", "--act-quantizer", act,
+             "--optimizer", "adam"]
+    relu = build(extra=[*flags, "--activation-fn", "relu"])
+    gelu = build(extra=flags)
+    assert gelu.encoder.sentence_encoder.layers[0].activation_fn is not torch.relu
+    for model, fc2_signed in ((relu, False), (gelu, True)):
+        for layer in model.encoder.sentence_encoder.layers:
+            q = layer.fc2.input_quantizer
+            assert q.signed is fc2_signed
+            if fc2_signed:
+                assert q.qmin < 0 and q.qmax == 7
+            else:
+                assert (q.qmin, q.qmax) == (0, 15)
+            for other in (layer.fc1, layer.self_attn.q_proj, layer.self_attn.out_proj):
+                assert other.input_quantizer.signed and other.input_quantizer.qmin < 0
+    # and fc2 gets the unsigned grid: 2^4 non-negative levels (a signed one has 8 above 0)
+    relu.eval()
+    fc2 = relu.encoder.sentence_encoder.layers[0].fc2
+    seen = []
+    handle = fc2.input_quantizer.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    logits(relu, tokens())  # initialises the quantizer from real ReLU outputs
+    handle.remove()
+    assert len(seen) == 1 and seen[0].min() >= 0
+    step = fc2.input_quantizer.scale_summary() / (15 if act == "pact" else 1)  # PACT logs its clip
+    with torch.no_grad():
+        ramp = torch.linspace(0, 20 * float(step), 2001)
+        codes = fc2.input_quantizer(ramp) / step
+    assert torch.allclose(codes, codes.round(), atol=1e-3)
+    assert codes.round().unique().tolist() == [float(k) for k in range(16)]
 
 
 def test_no_groups_is_plain_roberta():
@@ -138,7 +200,7 @@ def test_state_dict_round_trip_restores_quantizers_bit_identically():
     b.load_state_dict(state, strict=True)
     a.eval(), b.eval()
     assert torch.equal(logits(a, x), logits(b, x))
-    for (na, qa), (nb, qb) in zip(a.named_modules(), b.named_modules()):
+    for (na, qa), (_, qb) in zip(a.named_modules(), b.named_modules(), strict=True):
         if isinstance(qa, QuantLinear):
             assert torch.equal(qa.quantized_weight(), qb.quantized_weight()), na
 

@@ -1,7 +1,6 @@
 """Quantizer math against the papers' formulas (hand-computed values), and the plumbing
 around it: lazy init, checkpoints, PACT's LR scale / clip-only weight decay, fp16, flags."""
 import math
-import os
 import socket
 import subprocess
 import sys
@@ -9,13 +8,22 @@ import sys
 import pytest
 import torch
 import torch.nn as nn
-
 from conftest import REPO_DIR
+
 from qbert.errors import CheckpointError
 from qbert.groups import GROUPS, parse_quant_groups, validate_bits
 from qbert.quant import (
-    ACT_QUANTIZERS, QUANTIZERS, WEIGHT_QUANTIZERS, EMAQuantizer, LSQQuantizer,
-    MinMaxQuantizer, PACTQuantizer, QuantEmbedding, QuantLinear, TWNQuantizer, build_quantizer,
+    ACT_QUANTIZERS,
+    QUANTIZERS,
+    WEIGHT_QUANTIZERS,
+    EMAQuantizer,
+    LSQQuantizer,
+    MinMaxQuantizer,
+    PACTQuantizer,
+    QuantEmbedding,
+    QuantLinear,
+    TWNQuantizer,
+    build_quantizer,
 )
 
 T = torch.tensor
@@ -91,12 +99,25 @@ def test_lsq_init_from_first_tensor(signed):
 
 
 def test_lsq_negative_step_is_clamped_and_still_learns():
-    q = ready(LSQQuantizer(4), step=-0.1)
-    x = torch.randn(20)
+    """A step an update pushed below 0 quantizes as the smallest step EPS = 1e-8 (every
+    nonzero value lands on a grid end), and its gradient, passed straight through the
+    clamp, pushes it back up: the reconstruction loss wants a larger step."""
+    from qbert.quant.base import EPS
+
+    q = ready(LSQQuantizer(4), step=-0.1).train()  # 4-bit signed: grid [-8, 7]
+    x = T([-1.0, -0.3, 0.0, 0.2, 2.0])
     y = q(x)
-    assert torch.isfinite(y).all()
-    y.sum().backward()
-    assert q.step.grad is not None and q.step.grad.abs().item() > 0
+    eps = T(EPS)  # float32, as the quantizer computes
+    assert torch.equal(y, T([-8.0, -8.0, 0.0, 7.0, 7.0]) * eps)
+    loss = (y - x).pow(2).sum()
+    loss.backward()
+    # dL/ds = sum 2 (y - x) dy/ds, dy/ds = -Qn = -8 below the range, Qp = 7 above, round(0) - 0
+    # at 0; LSQ's gradient scale 1 / sqrt(N * Qp)
+    dyds = T([-8.0, -8.0, 0.0, 7.0, 7.0])
+    expected = (2 * (y.detach() - x) * dyds).sum() / math.sqrt(5 * 7)
+    assert q.step.grad.shape == (1,)
+    assert q.step.grad.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert q.step.grad.item() < -5  # gradient descent raises the step
 
 
 # --------------------------------------------------------------------- level counts
@@ -334,7 +355,8 @@ def test_loading_an_uninitialised_state_reinitialises_from_next_batch():
 def test_bits_mismatch_on_load_raises():
     lin4 = QuantLinear(3, 2, weight_quantizer=LSQQuantizer(4))
     lin2 = QuantLinear(3, 2, weight_quantizer=LSQQuantizer(2))
-    with pytest.raises(CheckpointError, match=r"^checkpoint quantizer weight_quantizer was trained with 4 bits but this quantizer has 2$"):
+    message = r"^checkpoint quantizer weight_quantizer was trained with 4 bits but this quantizer has 2$"
+    with pytest.raises(CheckpointError, match=message):
         lin2.load_state_dict(lin4.state_dict())
     assert int(lin2.weight_quantizer.bits) == 2
 
