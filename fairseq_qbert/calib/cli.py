@@ -18,6 +18,7 @@ import os
 import sys
 
 from qbert.calib.calibrators import ACT_METHODS, DEFAULT_PERCENTILE, WEIGHT_METHODS
+from qbert.cli import data_checkpoint_parser
 from qbert.errors import ConfigError, cli_errors
 
 PROG = "qbert-calibrate"
@@ -26,12 +27,9 @@ PROG = "qbert-calibrate"
 def build_parser() -> argparse.ArgumentParser:
     from fairseq_qbert.models.quant_config import add_quant_args
 
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("data", metavar="DATA-bin", help="binarized sentence_prediction data (qbert-preprocess-glue)")
-    p.add_argument("--path", required=True, help="fine-tuned full-precision fairseq checkpoint")
-    p.add_argument("--out", required=True, help="the quant_roberta checkpoint to write")
+    p = data_checkpoint_parser(PROG, __doc__, "binarized sentence_prediction data (qbert-preprocess-glue)",
+                               "fine-tuned full-precision fairseq checkpoint",
+                               "the quant_roberta checkpoint to write")
     q = p.add_argument_group("quantization (quant_roberta's flags)")
     add_quant_args(q)
     c = p.add_argument_group("calibration")

@@ -30,6 +30,7 @@ import sys
 
 import torch
 
+from qbert.cli import data_checkpoint_parser
 from qbert.errors import CheckpointError, ConfigError, QBertError, entry_point
 
 PROG = "qbert-length-search"
@@ -37,12 +38,9 @@ logger = logging.getLogger(PROG)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("data", metavar="DATA-bin", help="binarized sentence_prediction data")
-    p.add_argument("--path", required=True, help="fairseq checkpoint (quant_roberta* or roberta)")
-    p.add_argument("--out", required=True, help="output folder (resumed when it holds store.json)")
+    p = data_checkpoint_parser(PROG, __doc__, "binarized sentence_prediction data",
+                               "fairseq checkpoint (quant_roberta* or roberta)",
+                               "output folder (resumed when it holds store.json)")
     p.add_argument("--valid-subset", default="valid", help="subset scored (default valid)")
     s = p.add_argument_group("search (the reference's defaults)")
     s.add_argument("--population-size", type=int, default=20)
