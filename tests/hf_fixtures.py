@@ -132,18 +132,15 @@ def fairseq_model(checkpoint):
     from fairseq_qbert.checkpoint_loading import load_checkpoint_to_cpu
     from fairseq_qbert.models.quant_roberta import QuantRobertaModel
     from fairseq_qbert.models.standalone import DictionaryOnlyTask
-    from qbert.hf.exporter import model_args
+    from qbert.checkpoint_state import head_shapes, model_args
 
     state = load_checkpoint_to_cpu(checkpoint)
     sd, args = state["model"], model_args(state, checkpoint)
     args.arch = args._name = getattr(args, "arch", None) or "quant_roberta"
     vocab = sd["encoder.sentence_encoder.embed_tokens.weight"].size(0)
-    model = QuantRobertaModel.build_model(args, DictionaryOnlyTask(vocab, getattr(args, "max_positions", 512)))
-    for key, value in sd.items():
-        if key.startswith("classification_heads.") and key.endswith(".out_proj.weight"):
-            name = key[len("classification_heads."):-len(".out_proj.weight")]
-            inner = sd[f"classification_heads.{name}.dense.weight"].size(0)
-            model.register_classification_head(name, num_classes=value.size(0), inner_dim=inner)
+    model = QuantRobertaModel.build_checked_model(args, DictionaryOnlyTask(vocab, getattr(args, "max_positions", 512)))
+    for name, (classes, inner) in head_shapes(sd).items():
+        model.register_classification_head(name, num_classes=classes, inner_dim=inner)
     model.load_checked_state_dict(dict(sd), strict=True, model_cfg=None)
     return model.eval()
 

@@ -4,8 +4,8 @@
 What fairseq-validate does to read a checkpoint and its data, with the model rebuilt as a
 ``quant_roberta`` from the quantization flags:
 
-1. :func:`load_fp_checkpoint`: fairseq's ``checkpoint_utils.load_checkpoint_to_cpu`` (the
-   plugin's restricted unpickler); the file must be a RoBERTa-family sentence-prediction
+1. :func:`load_fp_checkpoint`: fairseq's ``load_checkpoint_to_cpu`` with the plugin's
+   restricted unpickler (:mod:`fairseq_qbert.checkpoint_loading`); the file must be a RoBERTa-family sentence-prediction
    model (a classification head, no quantizer state);
 2. :func:`setup_task`: the checkpoint's ``sentence_prediction`` task config with ``data``
    replaced, set up by fairseq (dictionaries read from ``DATA/input0/dict.txt`` and
@@ -31,9 +31,11 @@ import torch
 
 from qbert.calib import calibrate
 from qbert.calib.api import bypassed, find_quantizers
+from qbert.checkpoint_state import first_line, head_shapes, is_quantizer_key, model_args
 from qbert.errors import CheckpointError, ConfigError, DataError, QBertError
 
-from ..criterions.teacher import EMBED_KEY, FP_OVERRIDES, _first_line, _heads, _model_args
+from ..checkpoint_loading import load_checkpoint_to_cpu
+from ..criterions.teacher import EMBED_KEY, FP_OVERRIDES
 
 logger = logging.getLogger(__name__)
 
@@ -42,40 +44,33 @@ QUANT_ARG_NAMES = tuple(FP_OVERRIDES)
 ROBERTA_ARCH_PREFIXES = ("roberta", "quant_roberta", "xlm")
 
 
-def _is_quantizer_key(key: str) -> bool:
-    return ".weight_quantizer." in key or ".input_quantizer." in key
-
-
 def load_fp_checkpoint(path: str, flag: str = "--path") -> Dict:
     """The checkpoint state of a full-precision RoBERTa sentence-prediction model."""
-    from fairseq import checkpoint_utils
     from fairseq.models import ARCH_MODEL_REGISTRY
     from fairseq.models.roberta import RobertaModel
 
     if not os.path.isfile(path):
         raise CheckpointError(f"{flag} {path}: no such file")
     try:
-        state = checkpoint_utils.load_checkpoint_to_cpu(path)
+        state = load_checkpoint_to_cpu(path)  # the library form: refusals raise, never exit
     except QBertError as e:
         raise CheckpointError(f"{flag} {path}: {e.message}") from None
-    except SystemExit as e:  # the plugin's one-line refusal of an unsafe pickle
-        raise CheckpointError(f"{flag} {path}: {getattr(e, 'message', e)}") from None
     except Exception as e:  # not a pickle, truncated, ...
-        raise CheckpointError(f"{flag} {path}: cannot read it as a fairseq checkpoint ({_first_line(e)})") from None
+        raise CheckpointError(f"{flag} {path}: cannot read it as a fairseq checkpoint ({first_line(e)})") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or state.get("cfg") is None:
         raise CheckpointError(f"{flag} {path}: not a fairseq checkpoint (no 'model' state dict and 'cfg')")
-    args = _model_args(state, path)
+    args = model_args(state, f"{flag} {path}")
     arch = getattr(args, "arch", None) or getattr(args, "_name", None)
     model_cls = ARCH_MODEL_REGISTRY.get(arch)
     task_name = getattr(state["cfg"].get("task"), "_name", None) if state["cfg"].get("task") is not None else None
     sd = state["model"]
     if model_cls is None or not issubclass(model_cls, RobertaModel) or EMBED_KEY not in sd \
-            or task_name != "sentence_prediction" or not _heads(sd):
+            or task_name != "sentence_prediction" or not head_shapes(sd):
         raise CheckpointError(
             f"{flag} {path}: not a RoBERTa-family sentence-prediction model (arch '{arch}', task "
-            f"'{task_name}', {len(_heads(sd))} classification heads); give a checkpoint fine-tuned "
+            f"'{task_name}', {len(head_shapes(sd))} classification heads); give a checkpoint fine-tuned "
             "with --task sentence_prediction")
-    quantized = [k for k in sd if _is_quantizer_key(k)]
+    quantized = [k for k in sd if is_quantizer_key(k)]
     if quantized:
         module = quantized[0].split("_quantizer.")[0].rsplit(".", 1)[0]
         raise CheckpointError(f"{flag} {path}: the checkpoint is already quantized (quantizer state for "
@@ -99,7 +94,7 @@ def setup_task(state: Dict, data: str, path: str = "", flag: str = "--path"):
         task = tasks.setup_task(cfg.task, from_checkpoint=True)
     except Exception as e:
         raise DataError(f"{data}: fairseq cannot set up the sentence_prediction task on it "
-                        f"({_first_line(e)})") from None
+                        f"({first_line(e)})") from None
     vocab = state["model"][EMBED_KEY].size(0)
     if len(task.source_dictionary) != vocab:
         raise DataError(f"{os.path.join(data, 'input0', 'dict.txt')}: the dictionary has "
@@ -110,7 +105,7 @@ def setup_task(state: Dict, data: str, path: str = "", flag: str = "--path"):
 
 def quant_model_args(state: Dict, quant: Dict, path: str = "") -> Namespace:
     """The checkpoint's model args as a quant_roberta with the quantization flags ``quant``."""
-    args = _model_args(state, path)
+    args = model_args(state, f"--path {path}")
     for name in QUANT_ARG_NAMES:
         setattr(args, name, quant.get(name, FP_OVERRIDES[name]))
     args.arch = args._name = "quant_roberta"
@@ -127,8 +122,8 @@ def build_quant_model(state: Dict, task, quant: Dict, path: str = ""):
 
     args = quant_model_args(state, quant, path)
     QuantSettings.from_args(args)  # ConfigError naming the flag, before anything is built
-    heads = _heads(state["model"])
-    model = QuantRobertaModel.build_model(args, task)
+    heads = head_shapes(state["model"])
+    model = QuantRobertaModel.build_checked_model(args, task)
     for name, (classes, inner_dim) in heads.items():
         model.register_classification_head(name, num_classes=classes, inner_dim=inner_dim)
     try:
@@ -136,7 +131,7 @@ def build_quant_model(state: Dict, task, quant: Dict, path: str = ""):
     except QBertError:
         raise
     except Exception as e:
-        raise CheckpointError(f"--path {path}: its weights do not fit quant_roberta ({_first_line(e)})") from None
+        raise CheckpointError(f"--path {path}: its weights do not fit quant_roberta ({first_line(e)})") from None
     return args, model
 
 
@@ -178,7 +173,7 @@ def batch_iterator(task, model, split: str, batch_size: int, seed: int, shuffle:
         try:
             task.load_dataset(split, combine=False, epoch=1)
         except Exception as e:  # missing split files, bad data
-            raise DataError(f"cannot load the '{split}' subset of {task.cfg.data} ({_first_line(e)})") from None
+            raise DataError(f"cannot load the '{split}' subset of {task.cfg.data} ({first_line(e)})") from None
     dataset = task.dataset(split)
     return task.get_batch_iterator(
         dataset=dataset, max_sentences=batch_size,

@@ -31,7 +31,7 @@ def parse_kd_parts(spec: str) -> FrozenSet[str]:
             raise ConfigError(f"--kd-parts: unknown part '{name}'; allowed: {allowed}")
     if "output" in parts and "hidden" in parts:
         raise ConfigError("--kd-parts: 'output' (last layer's hidden state) is already part of "
-                         "'hidden' (or 'trm'); give one of them")
+                          "'hidden' (or 'trm'); give one of them")
     return frozenset(parts)
 
 
@@ -52,14 +52,14 @@ def parse_layer_map(spec: Optional[str]) -> Optional[Dict[int, int]]:
             s, t = int(fields[0]), int(fields[1])
         except ValueError:
             raise ConfigError(f"--kd-layer-map: bad entry '{item}'; expected STUDENT:TEACHER layer "
-                             "numbers, e.g. '1:2,2:4' (0 = embedding output)") from None
+                              "numbers, e.g. '1:2,2:4' (0 = embedding output)") from None
         if s < 0 or t < 0:
             raise ConfigError(f"--kd-layer-map: negative layer in '{item}'")
         if s in mapping:
             raise ConfigError(f"--kd-layer-map: student layer {s} is mapped twice")
         if (s == 0) != (t == 0):
             raise ConfigError(f"--kd-layer-map: '{item}' maps an embedding output (layer 0) to a "
-                             "transformer layer; 0 may only map to 0")
+                              "transformer layer; 0 may only map to 0")
         mapping[s] = t
     return mapping
 
@@ -72,10 +72,10 @@ def check_layer_map(mapping: Optional[Dict[int, int]], student_layers: Optional[
     for s, t in sorted(mapping.items()):
         if student_layers is not None and s > student_layers:
             raise ConfigError(f"--kd-layer-map: student layer {s} does not exist; the student "
-                             f"has {student_layers} layers (0 = embedding output)")
+                              f"has {student_layers} layers (0 = embedding output)")
         if teacher_layers is not None and t > teacher_layers:
             raise ConfigError(f"--kd-layer-map: teacher layer {t} does not exist; the teacher "
-                             f"has {teacher_layers} layers (0 = embedding output)")
+                              f"has {teacher_layers} layers (0 = embedding output)")
 
 
 def default_layer_map(student_layers: int, teacher_layers: int) -> Dict[int, int]:

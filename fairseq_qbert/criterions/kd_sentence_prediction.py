@@ -110,7 +110,7 @@ class KDSentencePredictionCriterion(SentencePredictionCriterion):
         if not any(self.weights[used.get(p, p)] > 0 for p in self.parts) \
                 and self.weights["label"] == 0:
             raise ConfigError("every loss weight of --kd-parts "
-                             f"{cfg.kd_parts} and --kd-label-weight is 0: nothing to train")
+                              f"{cfg.kd_parts} and --kd-label-weight is 0: nothing to train")
         if self.regression_target and "logits" in self.parts and self.temperature != 1.0:
             logger.warning("--kd-temperature is ignored for regression (--regression-target)")
         self.layer_map = parse_layer_map(cfg.kd_layer_map)
@@ -138,34 +138,34 @@ class KDSentencePredictionCriterion(SentencePredictionCriterion):
             embed_dim = encoder.embed_tokens.embedding_dim
         except AttributeError:
             raise ConfigError("--criterion kd_sentence_prediction needs a RoBERTa-family student "
-                             f"(roberta*, quant_roberta*), got {type(model).__name__}") from None
+                              f"(roberta*, quant_roberta*), got {type(model).__name__}") from None
         args = getattr(model, "args", None)
         if self.need_hidden and embed_dim != teacher.embed_dim:
             part = "hidden" if "hidden" in self.parts else "output"
             raise ConfigError(f"--kd-parts {part}: teacher hidden size {teacher.embed_dim} != "
-                             f"student hidden size {embed_dim}; use --kd-parts logits or attn, "
-                             "or a teacher of the student's width")
+                              f"student hidden size {embed_dim}; use --kd-parts logits or attn, "
+                              "or a teacher of the student's width")
         if self.need_attn:
             attentions = [m for m in model.modules() if isinstance(m, QuantMultiheadAttention)]
             if not attentions:
                 raise ConfigError("--kd-parts attn needs a quant_roberta student (its attention "
-                                 f"exposes the scores); got {type(model).__name__}")
+                                  f"exposes the scores); got {type(model).__name__}")
             heads = attentions[0].num_heads
             if heads != teacher.num_heads:
                 raise ConfigError(f"--kd-parts attn: teacher has {teacher.num_heads} attention "
-                                 f"heads per layer but the student has {heads}")
+                                  f"heads per layer but the student has {heads}")
             if getattr(args, "checkpoint_activations", False):
                 raise ConfigError("--kd-parts attn does not work with --checkpoint-activations "
-                                 "(the scores of the recomputed forward are not captured)")
+                                  "(the scores of the recomputed forward are not captured)")
         if (self.need_hidden or self.need_attn) and (getattr(args, "encoder_layerdrop", 0) or 0) > 0:
             raise ConfigError("--kd-parts hidden/attn/output need every layer: "
-                             "--encoder-layerdrop must be 0")
+                              "--encoder-layerdrop must be 0")
         check_layer_map(self.layer_map, layers, teacher.num_layers)
         pairs = {p: layer_pairs(p, self.layer_map, layers, teacher.num_layers)
                  for p in self.parts if p != "logits"}
         if "attn" in pairs and not pairs["attn"]:
             raise ConfigError("--kd-layer-map maps no transformer layer (only 0:0), "
-                             "so --kd-parts attn has nothing to compare")
+                              "so --kd-parts attn has nothing to compare")
         if self.layer_map is None and layers != teacher.num_layers:
             logger.info(f"KD: student has {layers} layers, teacher {teacher.num_layers}; "
                         "uniform layer map (see --kd-layer-map)")
@@ -181,7 +181,7 @@ class KDSentencePredictionCriterion(SentencePredictionCriterion):
         head = self.classification_head_name
         if not (hasattr(model, "classification_heads") and head in model.classification_heads):
             raise ConfigError(f"the model has no classification head '{head}' "
-                             "(--classification-head-name)")
+                              "(--classification-head-name)")
         if self.pairs is None:
             self._check_student(model)
 

@@ -19,44 +19,22 @@ i.e. before training; the criterion turns it into the command line's one-line er
 import contextlib
 import logging
 import os
-from argparse import Namespace
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from fairseq_qbert.models.quant_config import full_precision_args
+from qbert.checkpoint_state import first_line, head_shapes, is_quantizer_key, model_args
 from qbert.errors import CheckpointError, ConfigError, QBertError
 
 logger = logging.getLogger(__name__)
 
 EMBED_KEY = "encoder.sentence_encoder.embed_tokens.weight"
-HEAD_PREFIX = "classification_heads."
 
 #: quant_roberta flags forced to full precision for the teacher (never the student's):
 #: the defaults of every quantization flag, quantizer options included (see quant_config)
 FP_OVERRIDES = full_precision_args()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def _model_args(state, path: str) -> Namespace:
-    """The model arguments stored in a fairseq checkpoint, as a fresh Namespace."""
-    from omegaconf import DictConfig, OmegaConf
-
-    cfg = state.get("cfg")
-    source = cfg.get("model") if cfg is not None else None
-    if source is None:
-        source = state.get("args")
-    if source is None:
-        raise CheckpointError(f"--teacher-path {path}: the checkpoint stores no model arguments "
-                         "('cfg.model' or 'args'); is it a fairseq checkpoint?")
-    if isinstance(source, DictConfig):
-        return Namespace(**OmegaConf.to_container(source, resolve=True))
-    return Namespace(**vars(source))
 
 
 def _stored_regression_target(state) -> Optional[bool]:
@@ -74,17 +52,6 @@ def _stored_regression_target(state) -> Optional[bool]:
     args = state.get("args")
     value = getattr(args, "regression_target", None) if args is not None else None
     return value if isinstance(value, bool) else None
-
-
-def _heads(state_dict) -> Dict[str, Tuple[int, int]]:
-    """{head name: (num_classes, inner_dim)} of the classification heads in a state dict."""
-    heads = {}
-    for key, value in state_dict.items():
-        if key.startswith(HEAD_PREFIX) and key.endswith(".out_proj.weight"):
-            name = key[len(HEAD_PREFIX):-len(".out_proj.weight")]
-            dense = state_dict.get(f"{HEAD_PREFIX}{name}.dense.weight")
-            heads[name] = (value.size(0), dense.size(0) if dense is not None else value.size(1))
-    return heads
 
 
 class Teacher:
@@ -127,9 +94,9 @@ class Teacher:
         length = net_input["src_tokens"].size(1)
         if self.max_positions is not None and length > self.max_positions:
             raise ConfigError(f"--teacher-path {self.path}: a batch has sentences of {length} tokens "
-                             f"but the teacher has only {self.max_positions} positions; "
-                             f"use --max-positions {self.max_positions} --shorten-method truncate "
-                             "or a teacher trained with more positions")
+                              f"but the teacher has only {self.max_positions} positions; "
+                              f"use --max-positions {self.max_positions} --shorten-method truncate "
+                              "or a teacher trained with more positions")
         kwargs = {"return_all_hiddens": True} if need_hidden else {}
         capture = capture_attention_scores(self.model) if need_attn else contextlib.nullcontext()
         with torch.no_grad(), capture as scores:
@@ -158,7 +125,7 @@ def load_teacher(path: str, task, head_name: str, regression_target: bool) -> Te
 
     if not path:
         raise ConfigError("--criterion kd_sentence_prediction needs --teacher-path "
-                         "(a fairseq checkpoint of the fine-tuned full-precision model)")
+                          "(a fairseq checkpoint of the fine-tuned full-precision model)")
     if not os.path.isfile(path):
         raise CheckpointError(f"--teacher-path {path}: no such file")
     try:  # fairseq's loader with torch's restricted unpickler (fairseq_qbert.checkpoint_loading)
@@ -167,50 +134,50 @@ def load_teacher(path: str, task, head_name: str, regression_target: bool) -> Te
         raise CheckpointError(f"--teacher-path {path}: {e.message}") from None
     except Exception as e:  # unreadable, truncated, not a pickle, ...
         raise CheckpointError(f"--teacher-path {path}: cannot read it as a fairseq checkpoint "
-                         f"({_first_line(e)})") from None
+                              f"({first_line(e)})") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise CheckpointError(f"--teacher-path {path}: not a fairseq checkpoint (no 'model' state dict)")
-    args = _model_args(state, path)
+    args = model_args(state, f"--teacher-path {path}")
     arch = getattr(args, "arch", None) or getattr(args, "_name", None)
     model_cls = ARCH_MODEL_REGISTRY.get(arch)
     if model_cls is None or not issubclass(model_cls, RobertaModel):
         raise CheckpointError(f"--teacher-path {path}: the teacher's arch is '{arch}'; a RoBERTa-family "
-                         "model (roberta*, quant_roberta*) is needed")
+                              "model (roberta*, quant_roberta*) is needed")
 
     state_dict = state["model"]
     for key in list(state_dict):  # as RobertaModel.upgrade_state_dict_named does
         if key.startswith("decoder."):
             state_dict["encoder." + key[len("decoder."):]] = state_dict.pop(key)
-    quantized = [k for k in state_dict if ".weight_quantizer." in k or ".input_quantizer." in k]
+    quantized = [k for k in state_dict if is_quantizer_key(k)]
     if quantized:
         module = quantized[0].split("_quantizer.")[0].rsplit(".", 1)[0]
         raise CheckpointError(f"--teacher-path {path}: the teacher is quantized (quantizer state for "
-                         f"'{module}' and {len(quantized) - 1} more keys); give the "
-                         "full-precision fine-tuned model")
+                              f"'{module}' and {len(quantized) - 1} more keys); give the "
+                              "full-precision fine-tuned model")
     if EMBED_KEY not in state_dict:
         raise CheckpointError(f"--teacher-path {path}: no '{EMBED_KEY}' in the checkpoint; "
-                         "is it a RoBERTa checkpoint?")
+                              "is it a RoBERTa checkpoint?")
     vocab = state_dict[EMBED_KEY].size(0)
     if vocab != len(task.source_dictionary):
         raise CheckpointError(f"--teacher-path {path}: teacher vocabulary has {vocab} entries but the "
-                         f"task dictionary has {len(task.source_dictionary)}; the teacher must be "
-                         "fine-tuned on the same binarized data (same dict.txt)")
-    heads = _heads(state_dict)
+                              f"task dictionary has {len(task.source_dictionary)}; the teacher must be "
+                              "fine-tuned on the same binarized data (same dict.txt)")
+    heads = head_shapes(state_dict)
     if head_name not in heads:
         have = ", ".join(sorted(heads)) or "none"
         raise CheckpointError(f"--teacher-path {path}: the teacher has no classification head "
-                         f"'{head_name}' (it has: {have}); see --classification-head-name")
+                              f"'{head_name}' (it has: {have}); see --classification-head-name")
     num_classes = task.cfg.num_classes
     teacher_classes = heads[head_name][0]
     if teacher_classes != num_classes:
         raise CheckpointError(f"--teacher-path {path}: the teacher's head '{head_name}' has "
-                         f"{teacher_classes} outputs but the task has --num-classes {num_classes}")
+                              f"{teacher_classes} outputs but the task has --num-classes {num_classes}")
     teacher_regression = _stored_regression_target(state)
     if teacher_regression is not None and teacher_regression != bool(regression_target):
         kind = lambda r: "regression" if r else "classification"  # noqa: E731
         raise CheckpointError(f"--teacher-path {path}: the teacher was trained for "
-                         f"{kind(teacher_regression)} but this run does {kind(regression_target)} "
-                         "(--regression-target)")
+                              f"{kind(teacher_regression)} but this run does {kind(regression_target)} "
+                              "(--regression-target)")
 
     for name, value in FP_OVERRIDES.items():
         setattr(args, name, value)
@@ -223,15 +190,15 @@ def load_teacher(path: str, task, head_name: str, regression_target: bool) -> Te
     level = model_logger.level
     model_logger.setLevel(logging.WARNING)  # its group summary is about the student
     try:
-        model = QuantRobertaModel.build_model(args, task)
+        model = QuantRobertaModel.build_checked_model(args, task)
         for name, (classes, inner_dim) in heads.items():
             model.register_classification_head(name, num_classes=classes, inner_dim=inner_dim)
-        model.load_state_dict(state_dict, strict=True, model_cfg=None)
+        model.load_checked_state_dict(state_dict, strict=True, model_cfg=None)
     except QBertError as e:
         raise CheckpointError(f"--teacher-path {path}: {e.message}") from None
     except Exception as e:
         raise CheckpointError(f"--teacher-path {path}: cannot build the teacher from it "
-                         f"({_first_line(e)})") from None
+                              f"({first_line(e)})") from None
     finally:
         model_logger.setLevel(level)
     model.requires_grad_(False)

@@ -10,6 +10,7 @@ has no quantizers: it exports unquantized (the baseline).
 import os
 from typing import Any, Dict, Optional, Tuple
 
+from qbert.checkpoint_state import first_line, head_shapes, model_args
 from qbert.errors import CheckpointError, ConfigError, QBertError
 from qbert.export import ExportedModel, QuantInput, QuantWeight, write_export
 from qbert.export.format import DICT, LABELS
@@ -17,11 +18,6 @@ from qbert.quant.base import Quantizer
 
 HEAD_NAME = "sentence_classification_head"
 ENCODER = "encoder.sentence_encoder."
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def read_checkpoint(path: str) -> Dict[str, Any]:
@@ -35,7 +31,7 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
     except QBertError:
         raise
     except Exception as e:  # noqa: BLE001 - not a torch file, truncated, ...
-        raise CheckpointError(f"{path}: cannot read it as a fairseq checkpoint ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: cannot read it as a fairseq checkpoint ({first_line(e)})") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise CheckpointError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
     return state
@@ -57,25 +53,19 @@ def rebuild(state_dict, args, path: str):
         setattr(args, name, None if name == "encoder_layers_to_keep" else False)
     task = DictionaryOnlyTask(state_dict[ENCODER + "embed_tokens.weight"].size(0),
                               getattr(args, "max_positions", 512))
-    heads = {}
-    for key, value in state_dict.items():
-        if key.startswith("classification_heads.") and key.endswith(".out_proj.weight"):
-            name = key[len("classification_heads."):-len(".out_proj.weight")]
-            heads[name] = (value.size(0), state_dict[f"classification_heads.{name}.dense.weight"].size(0))
+    heads = head_shapes(state_dict)
     log = logging.getLogger(QuantRobertaModel.__module__)
     level = log.level
     log.setLevel(logging.WARNING)
     try:
-        model = QuantRobertaModel.build_model(args, task)
+        model = QuantRobertaModel.build_checked_model(args, task)
         for name, (classes, inner) in heads.items():
             model.register_classification_head(name, num_classes=classes, inner_dim=inner)
         model.load_checked_state_dict(dict(state_dict), strict=True, model_cfg=None)
     except QBertError as e:
         raise CheckpointError(f"{path}: {e.message}") from None
-    except SystemExit as e:  # entry_point-wrapped fairseq hooks
-        raise CheckpointError(f"{path}: {getattr(e, 'message', e)}") from None
     except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{path}: cannot rebuild the model ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: cannot rebuild the model ({first_line(e)})") from None
     finally:
         log.setLevel(level)
     return model.eval()
@@ -87,7 +77,6 @@ def load_fake_quant(path: str, head_name: Optional[str] = None):
     from fairseq.models import ARCH_MODEL_REGISTRY
     from fairseq.models.roberta import RobertaModel
 
-    from qbert.hf.exporter import model_args
 
     state = read_checkpoint(path)
     args = model_args(state, path)

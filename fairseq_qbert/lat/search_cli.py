@@ -30,6 +30,7 @@ import sys
 
 import torch
 
+from qbert.checkpoint_state import first_line, head_shapes, model_args
 from qbert.cli import data_checkpoint_parser
 from qbert.errors import CheckpointError, ConfigError, QBertError, entry_point
 
@@ -70,7 +71,6 @@ def load_model(path: str, data: str):
 
     from fairseq_qbert.calib.ptq import build_criterion, headline_metric, quant_model_args, setup_task
     from fairseq_qbert.checkpoint_loading import load_checkpoint_to_cpu
-    from fairseq_qbert.criterions.teacher import _first_line, _heads, _model_args
     from fairseq_qbert.models.quant_roberta import QuantRobertaModel
 
     if not os.path.isfile(path):
@@ -81,19 +81,19 @@ def load_model(path: str, data: str):
         raise CheckpointError(f"--path {path}: {e.message}") from None
     except Exception as e:
         raise CheckpointError(f"--path {path}: cannot read it as a fairseq checkpoint "
-                              f"({_first_line(e)})") from None
-    if not isinstance(state, dict) or state.get("cfg") is None or not _heads(state.get("model") or {}):
+                              f"({first_line(e)})") from None
+    if not isinstance(state, dict) or state.get("cfg") is None or not head_shapes(state.get("model") or {}):
         raise CheckpointError(f"--path {path}: not a fairseq sentence-prediction checkpoint "
                               "(no cfg or no classification head)")
-    args = _model_args(state, path)
+    args = model_args(state, f"--path {path}")
     model_cls = ARCH_MODEL_REGISTRY.get(getattr(args, "arch", None))
     if model_cls is None or not issubclass(model_cls, QuantRobertaModel):
         args = quant_model_args(state, {}, path)  # a plain roberta: rebuilt as FP quant_roberta
     args.length_config, args.layer_dropout_prob = None, 0.0
     args.load_checkpoint_heads = True
     _cfg, task = setup_task(state, data, path)
-    model = QuantRobertaModel.build_model(args, task)
-    for name, (classes, inner_dim) in _heads(state["model"]).items():
+    model = QuantRobertaModel.build_checked_model(args, task)
+    for name, (classes, inner_dim) in head_shapes(state["model"]).items():
         model.register_classification_head(name, num_classes=classes, inner_dim=inner_dim)
     try:
         model.load_checked_state_dict(dict(state["model"]), strict=True)
@@ -101,7 +101,7 @@ def load_model(path: str, data: str):
         raise
     except Exception as e:
         raise CheckpointError(f"--path {path}: its weights do not fit quant_roberta "
-                              f"({_first_line(e)})") from None
+                              f"({first_line(e)})") from None
     criterion = build_criterion(state, task)
     return state, args, task, model, criterion, headline_metric(criterion)
 

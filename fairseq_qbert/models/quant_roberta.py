@@ -36,6 +36,7 @@ from fairseq.utils import safe_getattr
 from torch import nn
 from torch.nn import functional as F
 
+from qbert.checkpoint_state import is_quantizer_key
 from qbert.errors import CheckpointError, ConfigError, entry_point
 from qbert.groups import group_parameter_counts, module_group
 from qbert.quant.base import BitsMismatchError, Quantizer
@@ -145,10 +146,6 @@ class QuantRobertaEncoder(RobertaEncoder):
 ENCODER_LAYOUTS = {"roberta": QuantRobertaEncoder}
 
 
-def _is_quantizer_key(key: str) -> bool:
-    return ".weight_quantizer." in key or ".input_quantizer." in key
-
-
 @register_model("quant_roberta")
 class QuantRobertaModel(RobertaModel):
     """RoBERTa with fake-quantized EMB / QKV / FFN (/ HEAD) groups (see module docstring)."""
@@ -171,13 +168,18 @@ class QuantRobertaModel(RobertaModel):
                                  "quant_bert*: 1e-12; imported HF models: their layer_norm_eps)")
 
     @classmethod
-    @entry_point
+    @entry_point  # fairseq calls it: a bad flag is one line and exit 1
     def build_model(cls, args, task):
+        return cls.build_checked_model(args, task)
+
+    @classmethod
+    def build_checked_model(cls, args, task):
+        """:meth:`build_model` raising :class:`ConfigError` (library form, for API callers)."""
         from omegaconf import OmegaConf
 
         if OmegaConf.is_config(args):
             OmegaConf.set_struct(args, False)
-        base_architecture(args)
+        roberta_base_architecture(args)  # base_architecture without its one-line-exit check
         quant = QuantSettings.from_args(args)
         if not hasattr(args, "max_positions"):
             args.max_positions = getattr(args, "tokens_per_sample", task.max_positions())
@@ -288,8 +290,8 @@ class QuantRobertaModel(RobertaModel):
         prefix = name + "." if name else ""
         saved_masks = self.sparsity.saved_masks(state_dict, prefix)  # before heads are copied in
         super().upgrade_state_dict_named(state_dict, name)
-        own = {k: v for k, v in self.state_dict().items() if _is_quantizer_key(k)}
-        saved = {k[len(prefix):] for k in state_dict if k.startswith(prefix) and _is_quantizer_key(k)}
+        own = {k: v for k, v in self.state_dict().items() if is_quantizer_key(k)}
+        saved = {k[len(prefix):] for k in state_dict if k.startswith(prefix) and is_quantizer_key(k)}
         extra = sorted(saved - set(own))
         if extra:
             module = extra[0].split("_quantizer.")[0].rsplit(".", 1)[0]

@@ -81,6 +81,8 @@ class Sparsity:
         self.settings = settings
         self.ready = False
         self.report: Optional[SparsityReport] = None
+        #: the masked modules, listed once at the first update (heads are registered by then)
+        self._updated_modules: Optional[List[torch.nn.Module]] = None
 
     # -------------------------------------------------------------- which modules
     def targets(self, model) -> Dict[str, str]:
@@ -162,7 +164,9 @@ class Sparsity:
         if every and num_updates > 0 and num_updates % every == 0:
             self.compute_from_model(model, permute=False)
             logger.info(f"2:4 masks recomputed at update {num_updates}: {self.report.describe()}")
-        for module in self.masked(model).values():
+        if self._updated_modules is None:
+            self._updated_modules = list(self.masked(model).values())
+        for module in self._updated_modules:
             module.weight.mul_(module.weight_mask)
 
     def log_stats(self, model):

@@ -10,6 +10,7 @@ import os
 from argparse import Namespace
 from typing import Any, Dict, Optional, Tuple
 
+from qbert.checkpoint_state import first_line, is_quantizer_key, model_args
 from qbert.errors import CheckpointError, ConfigError, QBertError
 
 from . import hfio, maps
@@ -19,10 +20,6 @@ from .compat import import_transformers
 logger = logging.getLogger(__name__)
 
 QUANT_NOTE_KEY = "qbert_quantization"
-
-
-def is_quantizer_key(key: str) -> bool:
-    return ".weight_quantizer." in key or ".input_quantizer." in key
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
@@ -36,33 +33,10 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     except QBertError:
         raise
     except Exception as e:  # noqa: BLE001 - not a torch file, truncated, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(f"{path}: cannot read it as a fairseq checkpoint ({type(e).__name__}: {first})") from None
+        raise CheckpointError(f"{path}: cannot read it as a fairseq checkpoint ({first_line(e)})") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise CheckpointError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
     return state
-
-
-def model_args(state: Dict[str, Any], path: str) -> Namespace:
-    """The model arguments of a fairseq checkpoint (``cfg.model`` or the legacy ``args``)."""
-    cfg = state.get("cfg")
-    source = None
-    if cfg is not None:
-        source = cfg.get("model") if hasattr(cfg, "get") else None
-    if source is None:
-        source = state.get("args")
-    if source is None:
-        raise CheckpointError(f"{path}: the checkpoint stores no model arguments ('cfg.model' or 'args')")
-    if isinstance(source, Namespace):
-        return Namespace(**vars(source))
-    if isinstance(source, dict):
-        return Namespace(**source)
-    try:  # omegaconf DictConfig (hydra-trained checkpoints)
-        from omegaconf import OmegaConf
-
-        return Namespace(**OmegaConf.to_container(source, resolve=True))
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{path}: unreadable model arguments ({type(e).__name__})") from None
 
 
 def fp_state_dict(state: Dict[str, Any], args: Namespace, path: str, head_name: str

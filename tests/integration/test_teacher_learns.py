@@ -84,20 +84,13 @@ def _check_run(r, metric):
     return best, evals
 
 
-def test_sst2_teacher_beats_majority(teacher_runs):
-    r = teacher_runs["SST-2"]
+@pytest.mark.parametrize("task, label_column, margin", [("SST-2", 1, 20), ("RTE", 3, 10)])
+def test_teacher_beats_majority(teacher_runs, task, label_column, margin):
+    r = teacher_runs[task]
     best, _ = _check_run(r, "accuracy")
-    majority = _majority(r["glue"], "SST-2", 1)
-    print(f"SST-2: best dev accuracy {best} (majority {majority:.1f}) in {r['seconds']:.0f}s")
-    assert best >= majority + 20
-
-
-def test_rte_teacher_beats_majority(teacher_runs):
-    r = teacher_runs["RTE"]
-    best, _ = _check_run(r, "accuracy")
-    majority = _majority(r["glue"], "RTE", 3)
-    print(f"RTE: best dev accuracy {best} (majority {majority:.1f}) in {r['seconds']:.0f}s")
-    assert best >= majority + 10
+    majority = _majority(r["glue"], task, label_column)
+    print(f"{task}: best dev accuracy {best} (majority {majority:.1f}) in {r['seconds']:.0f}s")
+    assert best >= majority + margin
 
 
 def test_stsb_teacher_correlates(teacher_runs):
