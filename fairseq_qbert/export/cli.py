@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 from qbert.errors import cli_errors
 from qbert.export.predict import BPE_CHOICES
+from qbert.lat.config import format_length_config
 
 from .convert import HEAD_NAME, export_checkpoint
 from .verify import MIN_AGREEMENT, verify
@@ -41,6 +42,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--bpe", default="whitespace", choices=BPE_CHOICES, help="tokenizer of the training data")
     parser.add_argument("--encoder-json", default=None, help="GPT-2 BPE encoder.json (--bpe gpt2)")
     parser.add_argument("--vocab-bpe", default=None, help="GPT-2 BPE vocab.bpe (--bpe gpt2)")
+    parser.add_argument("--vocab", default=None, help="BERT vocab.txt in fairseq order (--bpe wordpiece)")
+    parser.add_argument("--cased", action="store_true", help="--bpe wordpiece: do not lowercase (cased BERT)")
+    parser.add_argument("--length-config", default=None, metavar="(L1,...,LN)",
+                        help="bake a length configuration into the graph: tokens kept after each layer's "
+                             "attention block (qbert-length-search's output; default: the checkpoint's "
+                             "own, if any; 'none': every token)")
     parser.add_argument("--batch-size", type=int, default=32, help="--verify batch size (32)")
     parser.add_argument("--threads", type=int, default=None, help="ORT intra-op threads for --verify")
     args = parser.parse_args(argv)
@@ -51,10 +58,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out, export, model, state = export_checkpoint(
             args.checkpoint, args.out, head_name=args.head_name, force=args.force, fast=args.fast,
             nbits=args.nbits, data_dir=args.data or args.verify, bpe=args.bpe,
-            encoder_json=args.encoder_json, vocab_bpe=args.vocab_bpe)
+            encoder_json=args.encoder_json, vocab_bpe=args.vocab_bpe, vocab=args.vocab, lowercase=not args.cased,
+            length_config=args.length_config)
         size = os.path.getsize(os.path.join(out, "model.safetensors"))
         print(f"wrote {out}: {export.quantization.get('describe')}; model.safetensors {size / 1e6:.2f} MB "
               f"= {size / fp32_bytes(export):.3f}x of fp32")
+        if export.masks:
+            compact, dense = export.sparse_bytes()
+            print(f"2:4 sparse: {len(export.masks)} weights stored compactly (kept values + 2-bit positions): "
+                  f"{compact / 1e6:.3f} MB instead of {dense / 1e6:.3f} MB dense ({compact / dense:.3f}x); "
+                  "model.onnx runs them as dense masked weights (ORT CPU has no 2:4 kernel)")
+        if export.arch.get("length_config"):
+            print(f"length configuration {format_length_config(export.arch['length_config'])} "
+                  "baked into model.onnx (recorded in config.json)")
         if args.verify:
             verify(model, state, out, args.verify, export.arch["head_name"],
                    args.valid_subset, args.batch_size, args.threads, args.min_agreement)

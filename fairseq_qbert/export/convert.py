@@ -4,8 +4,11 @@ The model is rebuilt from the checkpoint's own arguments (:func:`rebuild`: its q
 bits and groups as trained, state loaded strictly, eval mode);
 every module with a weight quantizer contributes its integer codes and scale
 (``Quantizer.integer_codes`` / ``qparams``), every input quantizer its grid, everything
-else (LayerNorms, biases, FP groups) its fp32 tensor. A plain FP ``roberta`` checkpoint
-has no quantizers: it exports unquantized (the baseline).
+else (LayerNorms, biases, FP groups) its fp32 tensor. A 2:4-sparse module (``weight_mask``)
+exports ``weight * mask`` -- what its forward quantizes -- and its mask, so the export
+stores it compactly. A plain FP ``roberta`` checkpoint has no quantizers: it exports
+unquantized (the baseline). BERT-layout checkpoints (``quant_bert*``, encoder layout
+"bert") export with ``family`` "bert" (absolute positions, token-type rows).
 """
 import os
 from typing import Any, Dict, Optional, Tuple
@@ -13,11 +16,13 @@ from typing import Any, Dict, Optional, Tuple
 from qbert.checkpoint_state import first_line, head_shapes, model_args
 from qbert.errors import CheckpointError, ConfigError, QBertError
 from qbert.export import ExportedModel, QuantInput, QuantWeight, write_export
-from qbert.export.format import DICT, LABELS
+from qbert.export.format import DICT, LABELS, compact_2to4
 from qbert.quant.base import Quantizer
+from qbert.sparse import MASK_SUFFIX
 
 HEAD_NAME = "sentence_classification_head"
 ENCODER = "encoder.sentence_encoder."
+LAYOUTS = ("roberta", "bert")  # quant_roberta's encoder layouts (args.encoder_layout)
 
 
 def read_checkpoint(path: str) -> Dict[str, Any]:
@@ -84,8 +89,9 @@ def load_fake_quant(path: str, head_name: Optional[str] = None):
     model_cls = ARCH_MODEL_REGISTRY.get(arch)
     if model_cls is None or not issubclass(model_cls, RobertaModel):
         raise CheckpointError(f"{path}: arch '{arch}' is not a RoBERTa-family model (roberta*, quant_roberta*)")
-    if (getattr(args, "encoder_layout", None) or "roberta") != "roberta":
-        raise CheckpointError(f"{path}: encoder layout '{args.encoder_layout}' is not exported (RoBERTa only)")
+    layout = getattr(args, "encoder_layout", None) or "roberta"
+    if layout not in LAYOUTS:
+        raise CheckpointError(f"{path}: encoder layout '{layout}' is not exported ({', '.join(LAYOUTS)})")
     state_dict = {("encoder." + k[len("decoder."):] if k.startswith("decoder.") else k): v
                   for k, v in state["model"].items()}
     if ENCODER + "embed_tokens.weight" not in state_dict:
@@ -108,12 +114,16 @@ def _arch(model, head_name: str, regression: bool) -> Dict[str, Any]:
 
     encoder = model.encoder.sentence_encoder
     layer = encoder.layers[0]
-    if not isinstance(encoder.embed_positions, LearnedPositionalEmbedding):
+    args = model.args
+    family = getattr(args, "encoder_layout", None) or "roberta"
+    bert = {}
+    if family == "bert":  # absolute positions 0..T-1, token types from the [SEP] layout
+        bert = {"type_vocab_size": encoder.embed_token_types.num_embeddings, "eos_idx": int(encoder.eos_idx)}
+    elif not isinstance(encoder.embed_positions, LearnedPositionalEmbedding):
         raise ConfigError("only learned positional embeddings are exported (RoBERTa's)")
     head = model.classification_heads[head_name]
-    args = model.args
     return {
-        "family": "roberta", "layers": len(encoder.layers), "embed_dim": encoder.embed_tokens.embedding_dim,
+        "family": family, **bert, "layers": len(encoder.layers), "embed_dim": encoder.embed_tokens.embedding_dim,
         "ffn_dim": layer.fc1.out_features, "heads": layer.self_attn.num_heads,
         "vocab_size": encoder.embed_tokens.num_embeddings,
         "positions": encoder.embed_positions.num_embeddings, "max_positions": encoder.max_positions(),
@@ -136,11 +146,20 @@ def to_export(model, head_name: str, regression: bool = False) -> ExportedModel:
     keep = (ENCODER, f"classification_heads.{head_name}.")
     modules = dict(model.named_modules())
     export = ExportedModel(arch=arch)
+    lengths = getattr(model.encoder.sentence_encoder, "length_config", None)
+    if lengths:  # the model's length configuration, baked into the graph (qbert.export.length)
+        export.arch["length_config"] = [int(v) for v in lengths]
     for key, value in model.state_dict().items():
-        if not key.startswith(keep) or "_quantizer." in key:
+        if not key.startswith(keep) or "_quantizer." in key or key.endswith(MASK_SUFFIX):
             continue
         module_name, _, param = key.rpartition(".")
-        quantizer = getattr(modules.get(module_name), "weight_quantizer", None)
+        module = modules.get(module_name)
+        quantizer = getattr(module, "weight_quantizer", None)
+        mask = module._buffers.get("weight_mask") if param == "weight" and module is not None else None
+        if mask is not None:  # 2:4: the forward uses weight * mask (before the weight quantizer)
+            value = value * mask
+            if compact_2to4(mask):
+                export.masks[key] = mask.detach().clone()
         if param == "weight" and isinstance(quantizer, Quantizer):
             w = value.detach().float()
             export.weights[key] = QuantWeight.from_qparams(quantizer.integer_codes(w), quantizer.qparams(w),
@@ -191,12 +210,39 @@ def checkpoint_data_dir(state) -> Optional[str]:
     return data if data and os.path.isfile(os.path.join(data, "input0", "dict.txt")) else None
 
 
+def _task_setting(state, name: str, default=None):
+    """A ``--task sentence_prediction`` setting of the checkpoint (cfg.task, else args)."""
+    cfg = state.get("cfg")
+    try:
+        task = cfg["task"] if cfg is not None else None
+        if task is not None and name in task:
+            return task[name]
+    except Exception:  # noqa: BLE001 - a cfg without a task
+        pass
+    return getattr(state.get("args"), name, default) if state.get("args") is not None else default
+
+
+def framing(state) -> Dict[str, Any]:
+    """How sentence_prediction framed the training examples: ``I A </s> [S B </s>]`` with
+    I = --init-token, S = --separator-token (None: not added). RoBERTa: I=0, S=2; BERT's
+    ``[CLS] A [SEP] B [SEP]``: I=0, no S."""
+    out = {}
+    for key in ("init_token", "separator_token"):
+        value = _task_setting(state, key)
+        out[key] = None if value is None else int(value)
+    return out
+
+
 def export_checkpoint(checkpoint: str, out_dir: str, head_name: Optional[str] = None, force: bool = False,
                       fast: bool = False, nbits: bool = False, data_dir: Optional[str] = None,
                       bpe: str = "whitespace", encoder_json: Optional[str] = None,
-                      vocab_bpe: Optional[str] = None) -> Tuple[str, ExportedModel, Any, Dict[str, Any]]:
+                      vocab_bpe: Optional[str] = None, vocab: Optional[str] = None,
+                      lowercase: bool = True, length_config=None) -> Tuple[str, ExportedModel, Any, Dict[str, Any]]:
     """Write the export folder of ``checkpoint``; returns (out_dir, export, fake-quant model,
-    checkpoint dict)."""
+    checkpoint dict). ``vocab``/``lowercase``: BERT's vocab.txt for ``bpe="wordpiece"``.
+    ``length_config``: None = the checkpoint's own (if it was saved with one), ``"none"`` =
+    every token, else the configuration to bake in (``--length-config``; the returned model
+    applies it too)."""
     from qbert.export.format import check_out_dir
     from qbert.export.predict import BPE_CHOICES
 
@@ -205,14 +251,21 @@ def export_checkpoint(checkpoint: str, out_dir: str, head_name: Optional[str] = 
         raise ConfigError(f"--bpe {bpe}: unknown; allowed: {', '.join(BPE_CHOICES)}")
     if bpe == "gpt2" and not (encoder_json and vocab_bpe):
         raise ConfigError("--bpe gpt2 needs --encoder-json and --vocab-bpe (GPT-2 BPE files)")
-    for flag, path in (("--encoder-json", encoder_json), ("--vocab-bpe", vocab_bpe)):
+    if bpe == "wordpiece" and not vocab:
+        raise ConfigError("--bpe wordpiece needs --vocab (BERT's vocab.txt in fairseq order, as given to "
+                          "qbert-preprocess-glue)")
+    for flag, path in (("--encoder-json", encoder_json), ("--vocab-bpe", vocab_bpe), ("--vocab", vocab)):
         if path and not os.path.isfile(path):
             raise ConfigError(f"{flag} {path}: no such file")
     model, state, head_name = load_fake_quant(checkpoint, head_name)
+    if length_config is not None:
+        from ..models.length_adaptive import set_length_config
+
+        set_length_config(model, None if str(length_config).strip().lower() in ("", "none") else length_config)
     export = to_export(model, head_name, _regression(state))
     data = data_files(data_dir or checkpoint_data_dir(state))
     extra = {}
-    files: Dict[str, Any] = {"bpe": bpe, "num_inputs": data.get("num_inputs", 1)}
+    files: Dict[str, Any] = {"bpe": bpe, "num_inputs": data.get("num_inputs", 1), **framing(state)}
     if data:
         extra[DICT] = data["dict"]
         files["dictionary"] = DICT
@@ -222,6 +275,9 @@ def export_checkpoint(checkpoint: str, out_dir: str, head_name: Optional[str] = 
     if bpe == "gpt2":
         extra["encoder.json"], extra["vocab.bpe"] = encoder_json, vocab_bpe
         files.update(encoder_json="encoder.json", vocab_bpe="vocab.bpe")
+    if bpe == "wordpiece":
+        extra["vocab.txt"] = vocab
+        files.update(vocab="vocab.txt", lowercase=bool(lowercase))
     export.files = files
     write_export(export, out_dir, force=force, mode="fast" if fast else "exact", nbits=nbits,
                  extra_files=extra)

@@ -4,6 +4,7 @@
         [--population-size 20 --evo-iter 30 --mutation-size 30 --mutation-prob 0.5
          --crossover-size 30 --seed 1] [--length-drop-ratio-bound B] [--max-length N]
         [--max-gflops G | --max-metric-drop D] [--batch-size 32] [--cpu]
+        [--measure-latency [--latency-threads 1 --latency-repeats 3]]
 
 The Length-Adaptive Transformer's search (Kim & Cho 2021; see qbert.lat.search) on a
 ``quant_roberta`` (quantized or not) or plain ``roberta`` sentence-prediction checkpoint,
@@ -21,7 +22,15 @@ store.json are not evaluated again (same seed and settings: the same search). Pr
 full model, the front, and the best configuration under ``--max-gflops`` (GMACs per
 sentence, the QuaLA table's "GFLOPS" column) or ``--max-metric-drop`` (points below the full
 model). Apply it with ``--length-config`` (fairseq-validate: ``--model-overrides
-"{'length_config': '(..)'}"``).
+"{'length_config': '(..)'}"``; ``qbert-export --length-config`` bakes it into the ONNX model).
+
+``--measure-latency`` also times, after the search, the full model, the initial population
+and the front as they run in deployment: the checkpoint exported (``qbert-export``'s integer
+ONNX graph, in memory) with each configuration baked in (qbert.export.length), the dev set at
+``--batch-size`` on ONNX Runtime with ``--latency-threads`` threads, one warm-up pass, the
+median of ``--latency-repeats`` passes. Recorded as ``latency_ms`` (per sentence) in the
+store (kept on resume when measured with the same settings) and printed with the speedup
+over the full model. The search itself minimises MACs (deterministic, so resumable).
 """
 import argparse
 import logging
@@ -61,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the cheapest configuration within this drop of the full model")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--cpu", action="store_true", help="run on CPU even when CUDA is available")
+    m = p.add_argument_group("latency of the ONNX export (qbert-export --length-config)")
+    m.add_argument("--measure-latency", action="store_true",
+                   help="time the full model, initial population and front as ONNX exports")
+    m.add_argument("--latency-threads", type=int, default=1, help="ONNX Runtime intra-op threads (1)")
+    m.add_argument("--latency-repeats", type=int, default=3, help="timed passes over the dev set (3)")
     return p
 
 
@@ -138,6 +152,44 @@ def dev_lengths(task, model, split: str, batch_size: int):
     return out
 
 
+def measure_latencies(args, store, front, full_gene, model, task, criterion) -> dict:
+    """``latency_ms`` (ONNX export, configuration baked in) of the full model, the initial
+    population and ``front``, into their records' ``extra``; returns the settings."""
+    from fairseq_qbert.calib.ptq import batch_iterator
+    from fairseq_qbert.export.convert import HEAD_NAME, to_export
+    from qbert.export.length import measure_latency
+
+    if args.latency_threads < 1 or args.latency_repeats < 1:
+        raise ConfigError("--latency-threads and --latency-repeats must be >= 1")
+    settings = {"threads": args.latency_threads, "repeats": args.latency_repeats,
+                "batch_size": args.batch_size, "valid_subset": args.valid_subset}
+    previous = store.meta.get("latency") or {}
+    same = {k: previous.get(k) for k in settings} == settings
+    if not same:  # measured otherwise (or never): measure again
+        for record in store.records.values():
+            record.extra.pop("latency_ms", None)
+    from fairseq_qbert.models.length_adaptive import set_length_config
+
+    model = model.cpu().eval()
+    set_length_config(model, None)  # the search left its last configuration on the model
+    export = to_export(model, getattr(criterion, "classification_head_name", None) or HEAD_NAME,
+                       bool(getattr(criterion, "regression_target", False)))
+    batches = [sample["net_input"]["src_tokens"].numpy() for sample in
+               batch_iterator(task, model, args.valid_subset, args.batch_size, seed=1, shuffle=False)]
+    genes = [full_gene] + [g for g, r in store.records.items() if r.method == "init"] + [r.gene for r in front]
+    size = previous.get("onnx_mb") if same else None
+    for gene in dict.fromkeys(genes):
+        record = store[gene]
+        if "latency_ms" in record.extra:
+            continue
+        # the full model runs as the plain graph (every dev sentence fits its lengths)
+        m = measure_latency(export, None if gene == full_gene else gene, batches,
+                            args.latency_threads, args.latency_repeats)
+        size, record.extra["latency_ms"] = m["onnx_mb"], m["latency_ms"]
+    store.meta["latency"] = {**settings, "onnx_mb": size}
+    return store.meta["latency"]
+
+
 # ---------------------------------------------------------------------------- main
 def main(argv=None) -> dict:
     import fairseq_qbert  # noqa: F401  (registers quant_roberta, safe checkpoint loading)
@@ -212,16 +264,26 @@ def main(argv=None) -> dict:
 
     result = evolutionary_search(score, cost, layers, max_length, settings, store=store,
                                  extra=extra, on_iteration=on_iteration)
+    full_gene = (max_length,) * layers
+    if args.measure_latency:
+        measured = measure_latencies(args, store, result.front, full_gene, model, task, criterion)
+        save_search(args.out, store, result.front, history)
+        print(f"{PROG}: latency of the ONNX export ({measured['onnx_mb'] or 0:.2f} MB) on ONNX Runtime, "
+              f"{args.latency_threads} thread(s), batch {args.batch_size}, median of {args.latency_repeats}")
     meta_name = meta["metric"]
     plot = plot_search(os.path.join(args.out, "pareto.png"), store.sorted(), result.front,
                        meta_name, title=os.path.basename(os.path.abspath(args.path)))
-    full = store[(max_length,) * layers]
+    full = store[full_gene]
     best = best_under(result.front, None if args.max_gflops is None else args.max_gflops * 1e9,
                       args.max_metric_drop, full.score)
 
     def line(r):
-        return (f"{format_length_config(r.gene)} {r.cost / 1e9:.4f} GMACs "
+        text = (f"{format_length_config(r.gene)} {r.cost / 1e9:.4f} GMACs "
                 f"({r.extra.get('macs_max', 0) / 1e9:.4f} at {max_length} tokens) {meta_name} {r.score:.4f}")
+        if "latency_ms" in r.extra and "latency_ms" in full.extra:
+            text += (f", {r.extra['latency_ms']:.4g} ms/sentence "
+                     f"({full.extra['latency_ms'] / r.extra['latency_ms']:.2f}x)")
+        return text
 
     print(f"{PROG}: {len(store)} configurations in {args.out}/store.tsv "
           f"({result.evaluated} evaluated by this run); Pareto front of {len(result.front)}")
@@ -229,7 +291,8 @@ def main(argv=None) -> dict:
     for r in result.front:
         print(f"{PROG}: front {line(r)}")
     summary = {"full": full.to_json(), "front": [r.to_json() for r in result.front],
-               "evaluated": result.evaluated, "store_size": len(store), "plot": plot, "best": None}
+               "evaluated": result.evaluated, "store_size": len(store), "plot": plot, "best": None,
+               "latency": store.meta.get("latency") if args.measure_latency else None}
     if args.max_gflops is not None or args.max_metric_drop is not None:
         budget = (f"--max-gflops {args.max_gflops:g}" if args.max_gflops is not None
                   else f"--max-metric-drop {args.max_metric_drop:g}")

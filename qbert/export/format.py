@@ -7,12 +7,21 @@ layers.0.fc1.weight``, ...):
 * every quantized weight ``W`` as ``W.qcodes`` (uint8, its integer codes bit-packed at the
   grid's width, see :mod:`qbert.export.packing`) and ``W.qscale`` (fp32, [1] per tensor or
   [rows, 1] per output row);
-* every quantized Linear input ``M`` (a module name) as ``M.input_scale`` (fp32 [1]).
+* every quantized Linear input ``M`` (a module name) as ``M.input_scale`` (fp32 [1]);
+* every 2:4-sparse weight ``W`` (a ``weight_mask`` in the checkpoint) compactly: of each
+  group of 4 consecutive input weights of a row only the 2 kept ones are stored, in input
+  order -- ``W.qcodes`` then packs the ``rows x in/2`` kept codes, an FP weight becomes
+  ``W.sparse_values`` (fp32 ``rows x in/2``) -- plus ``W.sparse_index`` (uint8
+  ``rows x in/8``: each group's two positions p0 < p1 in 0..3 as ``p0 | p1 << 2``, two groups
+  per byte, low nibble first; :func:`qbert.sparse.pack_2to4`). The dense weight is
+  ``W[r, 4g + p] = kept value`` for the group's kept positions, 0 elsewhere: exactly
+  ``weight * mask``. Bytes per int8 weight: 0.5 + 1/8 instead of 1; per fp32: 2.125 instead of 4.
 
 ``config.json`` holds the architecture (``arch``), the quantization settings as trained
 (``quantization``), each quantized weight's grid (``weights``: shape, bits, offset, qmin,
 qmax, quantizer) and each activation grid (``activations``: bits, signed, qmin, qmax), and
-the files next to it (``files``: dictionary, labels, BPE). Dequantized weights are
+the files next to it (``files``: dictionary, labels, BPE), and the 2:4-sparse weights
+(``sparse``: {name: {"pattern": "2:4", "shape"}}). Dequantized weights are
 ``codes * scale`` -- exactly the grid values the fake-quant forward computes.
 """
 from __future__ import annotations
@@ -23,7 +32,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Iterator
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Tuple
 
 import numpy as np
 
@@ -125,6 +134,7 @@ class ExportedModel:
     inputs: Dict[str, QuantInput] = field(default_factory=dict)     # by Linear module name
     quantization: Dict[str, Any] = field(default_factory=dict)
     files: Dict[str, Any] = field(default_factory=dict)
+    masks: Dict[str, torch.Tensor] = field(default_factory=dict)    # 2:4 masks (bool) by weight name
 
     def validate(self) -> "ExportedModel":
         for name, q in self.inputs.items():
@@ -134,6 +144,12 @@ class ExportedModel:
         for name, w in self.weights.items():
             if not 2 <= w.bits <= 8:
                 raise ConfigError(f"{name}: weight bits {w.bits} outside 2..8")
+        for name, mask in self.masks.items():
+            if name not in self.weights and name not in self.fp:
+                raise ConfigError(f"{name}: a 2:4 mask for a tensor the export does not have")
+            if not compact_2to4(mask):
+                raise ConfigError(f"{name}: mask {tuple(mask.shape)} is not 2:4 along rows of a multiple "
+                                  "of 8 inputs; it cannot be stored compactly")
         return self
 
     def weight(self, name: str) -> torch.Tensor:
@@ -152,14 +168,23 @@ class ExportedModel:
         return bool(self.weights)
 
     # ------------------------------------------------------------------ io
-    def tensors(self) -> Dict[str, torch.Tensor]:
-        """What model.safetensors holds (see module docstring)."""
+    def tensors(self, compact: bool = True) -> Dict[str, torch.Tensor]:
+        """What model.safetensors holds (see module docstring); ``compact=False``: 2:4
+        weights stored dense (only to measure what the compact form saves)."""
         import torch
 
-        out = {k: v.detach().float().contiguous() for k, v in self.fp.items()}
+        from qbert.sparse.packing import pack_2to4
+
+        masks = self.masks if compact else {}
+        out = {k: v.detach().float().contiguous() for k, v in self.fp.items() if k not in masks}
+        for name in self.fp.keys() & masks.keys():
+            values, index = pack_2to4(self.fp[name].detach().float(), masks[name])
+            out[name + ".sparse_values"], out[name + ".sparse_index"] = values.contiguous(), index
         for name, w in self.weights.items():
-            packed = packing.pack(w.codes.numpy(), w.bits, w.offset)
-            out[name + ".qcodes"] = torch.from_numpy(packed)
+            codes = w.codes
+            if name in masks:
+                codes, out[name + ".sparse_index"] = pack_2to4(codes, masks[name])
+            out[name + ".qcodes"] = torch.from_numpy(packing.pack(codes.numpy(), w.bits, w.offset))
             out[name + ".qscale"] = w.scale.float().contiguous()
         for name, q in self.inputs.items():
             out[name + ".input_scale"] = q.scale.float().reshape(1).contiguous()
@@ -175,7 +200,18 @@ class ExportedModel:
             "activations": {n: {"bits": q.bits, "signed": q.signed, "qmin": q.qmin, "qmax": q.qmax,
                                 "quantizer": q.quantizer} for n, q in self.inputs.items()},
             "files": self.files,
+            "sparse": {n: {"pattern": "2:4", "shape": list(m.shape)} for n, m in self.masks.items()},
         }
+
+    def sparse_bytes(self) -> Tuple[int, int]:
+        """(bytes of the 2:4 weights as stored, bytes they would take stored dense)."""
+        names = set(self.masks)
+
+        def size(tensors):
+            return sum(t.numel() * t.element_size() for k, t in tensors.items()
+                       if k.rpartition(".")[0] in names or k in names)
+
+        return size(self.tensors()), size(self.tensors(compact=False))
 
     def save(self, directory: str) -> None:
         """Write model.safetensors and config.json into an existing ``directory``."""
@@ -221,15 +257,29 @@ def load(directory: str) -> ExportedModel:
         tensors = load_file(path, device="cpu")
     except Exception as e:  # noqa: BLE001 - truncated / not safetensors
         raise DataError(f"{path}: cannot read it ({type(e).__name__}: {str(e)[:200]})") from None
+    from qbert.sparse.packing import unpack_2to4
+
     model = ExportedModel(arch=config["arch"], quantization=config.get("quantization", {}),
                           files=config.get("files", {}))
+    sparse = config.get("sparse", {})
+    index = {}
     try:
+        for name, spec in sparse.items():
+            rows, cols = spec["shape"]
+            index[name] = tensors.pop(name + ".sparse_index")
+            model.masks[name] = unpack_2to4(torch.ones(rows, cols // 2, dtype=torch.bool), index[name], cols)
+            if name not in config["weights"]:
+                model.fp[name] = unpack_2to4(tensors.pop(name + ".sparse_values"), index[name], cols)
         for name, spec in config["weights"].items():
             shape = tuple(spec["shape"])
-            codes = packing.unpack(tensors.pop(name + ".qcodes").numpy(), spec["bits"],
-                                   int(np.prod(shape)), spec["offset"], dtype=np.int8).reshape(shape)
+            stored = (shape[0], shape[1] // 2) if name in sparse else shape
+            codes = torch.from_numpy(packing.unpack(tensors.pop(name + ".qcodes").numpy(), spec["bits"],
+                                                    int(np.prod(stored)), spec["offset"],
+                                                    dtype=np.int8).reshape(stored))
+            if name in sparse:
+                codes = unpack_2to4(codes, index[name], shape[1])
             model.weights[name] = QuantWeight(
-                codes=torch.from_numpy(codes),
+                codes=codes,
                 scale=tensors.pop(name + ".qscale"), bits=spec["bits"], qmin=spec["qmin"],
                 qmax=spec["qmax"], quantizer=spec.get("quantizer", ""))
         for name, spec in config["activations"].items():
@@ -238,8 +288,18 @@ def load(directory: str) -> ExportedModel:
                                             quantizer=spec.get("quantizer", ""))
     except KeyError as e:
         raise DataError(f"{path}: tensor {e} named by {CONFIG} is missing") from None
-    model.fp = tensors
+    except ConfigError as e:  # packed sizes that do not fit the shapes in config.json
+        raise DataError(f"{path}: {e.message}") from None
+    model.fp.update(tensors)
     return model.validate()
+
+
+def compact_2to4(mask) -> bool:
+    """Whether ``mask`` can be stored compactly: 2-D, inputs a multiple of 8, exactly 2 kept
+    of every 4 consecutive inputs of each row."""
+    from qbert.sparse.masks import is_2to4
+
+    return mask.dim() == 2 and mask.size(1) % 8 == 0 and bool(is_2to4(mask))
 
 
 @contextmanager

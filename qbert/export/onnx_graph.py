@@ -13,17 +13,25 @@ padding index); output ``logits`` (fp32, batch x outputs). What each Linear beco
   Add ORT fuses with GELU into a slow ``BiasGelu``) are never used.
 * weights quantized, input FP (weight-only groups): ``exact`` -- a fp32 MatMul with the
   dequantized weights (the grid values themselves) or, with ``nbits``, ``MatMulNBits``
-  (accuracy level 0: dequantizes to fp32); ``fast`` -- ``DynamicQuantizeMatMul`` (int8
-  weight codes, activations quantized to uint8 per batch: not exact).
+  (accuracy level 0: dequantizes to fp32; any K, padded to its block size); ``fast`` --
+  ``DynamicQuantizeMatMul`` (int8 weight codes, activations quantized to uint8 per batch:
+  not exact).
 * full precision: fp32 MatMul + Add.
+
+2:4-sparse weights go in dense (zeros where pruned): ORT's CPU provider has no 2:4 kernel.
+
+RoBERTa's positions are a ``CumSum`` of the non-padding mask plus the padding index;
+BERT's (``family`` "bert") are 0..T-1, and its token-type (segment) ids are derived from
+the tokens as ``quant_bert`` does -- 0 up to and including the first eos ([SEP]), 1 after
+-- so the graph's only input stays ``src_tokens``.
 
 Attention is the contrib op ``MultiHeadAttention`` (fp32 softmax; the q/k/v projections
 before it keep their own input grids). Position ids are a ``CumSum`` of the non-padding
-mask, so every shape stays inferable and ORT's LayerNorm fusions apply. Quantized
-embeddings are int8 tables: Gather then ``DequantizeLinear`` (per-tensor scale) or a Mul
+mask (BERT: of ones), so every shape stays inferable and ORT's LayerNorm fusions apply.
+Quantized embeddings are int8 tables: Gather then ``DequantizeLinear`` (per-tensor scale) or a Mul
 by the gathered row scales (per-row scale).
 """
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import onnx
@@ -32,12 +40,21 @@ from onnx import TensorProto, helper, numpy_helper
 from qbert.errors import ConfigError
 
 from .format import ExportedModel, QuantInput, QuantWeight
+from .length import length_selection
 from .torch_model import ENCODER, head_prefix
 
 MS = "com.microsoft"
 OPSET = 17
 MODES = ("exact", "fast")
 NBITS_BITS = (2, 4, 8)  # MatMulNBits' CPU kernels; 3-bit codes go to the 4-bit format
+
+
+def nbits_block_size(k: int) -> int:
+    """MatMulNBits' block size for K inputs: min(128, smallest power of two >= max(K, 16))."""
+    block = 16
+    while block < 128 and block < k:
+        block *= 2
+    return block
 
 
 class Graph:
@@ -78,6 +95,7 @@ class OnnxBuilder:
         self.mode = mode
         self.nbits = nbits
         self.g = Graph()
+        self.length = length_selection(self.arch)  # a length configuration (qbert.export.length)
         for key in ("activation_fn", "pooler_activation_fn"):
             if self.arch[key] not in ("gelu", "relu", "tanh"):
                 raise ConfigError(f"{key} {self.arch[key]!r}: the ONNX export supports gelu, relu, tanh")
@@ -136,21 +154,29 @@ class OnnxBuilder:
         return g.op("Add", [g.op("MatMul", [x, weight], hint=name + ".matmul"), bias], hint=name)
 
     def _matmul_nbits(self, x: str, name: str, w: QuantWeight, bias: str) -> str:
-        """MatMulNBits with one block per row (block = K, a power of two) at accuracy level 0."""
-        n, k = w.codes.shape
-        bits = next(b for b in NBITS_BITS if b >= w.bits)
-        if k & (k - 1) or k < 16:
-            weight = self.g.const(name + ".weight", np.ascontiguousarray(_f32(w.dequantized()).T))
-            return self.g.op("Add", [self.g.op("MatMul", [x, weight]), bias], hint=name)
+        """MatMulNBits at accuracy level 0 (dequantizes to fp32: exact) for any K.
+
+        ORT's layout: B uint8 [N, ceil(K / bs), bs * bits / 8], codes ``q + 2^(bits-1)``
+        packed low bits first along K; scales [N, ceil(K / bs)]; the block size bs a power of
+        two >= 16. K need not be a multiple of bs: the codes are padded with 0 (dequantized
+        0.0) to ``ceil(K / bs) * bs`` and only A's K columns are read. Every block of a row
+        gets the row's (or the tensor's) scale. bs = min(128, the smallest power of two >=
+        max(K, 16)): one block for small K, 128 (ORT's default) for roberta-base's 768/3072.
+        """
         from . import packing
 
-        offset = 2 ** (bits - 1)
-        packed = packing.pack(w.codes.numpy(), bits, offset).reshape(n, 1, k * bits // 8)
-        scales = np.broadcast_to(w.scale.reshape(-1, 1).numpy(), (n, 1)).astype(np.float32)
+        n, k = w.codes.shape
+        bits = next(b for b in NBITS_BITS if b >= w.bits)
+        block = nbits_block_size(k)
+        blocks = -(-k // block)
+        codes = np.zeros((n, blocks * block), dtype=np.int8)
+        codes[:, :k] = w.codes.numpy()
+        packed = packing.pack(codes, bits, 2 ** (bits - 1)).reshape(n, blocks, block * bits // 8)
+        scales = np.broadcast_to(w.scale.reshape(-1, 1).numpy(), (n, blocks)).astype(np.float32)
         return self.g.op("MatMulNBits", [x, self.g.const(name + ".weight_packed", packed),
                                          self.g.const(name + ".weight_scales", np.ascontiguousarray(scales)),
                                          "", "", bias],
-                         hint=name, domain=MS, K=k, N=n, bits=bits, block_size=k, accuracy_level=0)
+                         hint=name, domain=MS, K=k, N=n, bits=bits, block_size=block, accuracy_level=0)
 
     def embedding(self, ids: str, name: str) -> str:
         e, g = self.export, self.g
@@ -167,8 +193,22 @@ class OnnxBuilder:
                       hint=name + ".gather_scale")
         return g.op("Mul", [g.op("Cast", [codes], to=TensorProto.FLOAT), scales], hint=name + ".dequantize")
 
+    def bert_embeddings(self, x: str, ids: str, axis1: str) -> str:
+        """x + P[t] + T[s_t]: absolute positions t = 0..T-1 (a CumSum of ones minus 1, so the
+        shape stays inferable) and segment ids s_t = min(1, CumSum(eos)_t - eos_t)."""
+        g = self.g
+        one = g.const("one", np.asarray(1, np.int64))
+        ones = g.op("Cast", [g.op("Equal", [ids, ids])], hint="ones", to=TensorProto.INT64)
+        positions = g.op("Sub", [g.op("CumSum", [ones, axis1]), one], hint="positions")
+        eos = g.const("eos_idx", np.asarray(int(self.arch["eos_idx"]), np.int64))
+        is_eos = g.op("Cast", [g.op("Equal", [ids, eos])], hint="is_eos", to=TensorProto.INT64)
+        segments = g.op("Min", [g.op("Sub", [g.op("CumSum", [is_eos, axis1]), is_eos]), one], hint="segments")
+        x = g.op("Add", [x, self.embedding(positions, ENCODER + "embed_positions.weight")], hint="add_positions")
+        return g.op("Add", [x, self.embedding(segments, ENCODER + "embed_token_types.weight")], hint="embeddings")
+
     # ------------------------------------------------------------ model
-    def encoder_layer(self, x: str, prefix: str, mask: str) -> str:
+    def encoder_layer(self, x: str, prefix: str, mask: str) -> Tuple[str, str]:
+        """(output, key padding mask for the next layer: changed by a length configuration)."""
         g, arch = self.g, self.arch
         residual = x
         if arch["normalize_before"]:
@@ -181,6 +221,8 @@ class OnnxBuilder:
         x = g.op("Add", [residual, self.linear(a, attn + "out_proj")], hint=prefix + "attn_residual")
         if not arch["normalize_before"]:
             x = self.layer_norm(x, prefix + "self_attn_layer_norm")
+        if self.length is not None:  # keep <s> + the top-(k-1) tokens by attention received
+            x, mask = self.length.after_attention(self, prefix, x, q, k, mask)
         residual = x
         if arch["normalize_before"]:
             x = self.layer_norm(x, prefix + "final_layer_norm")
@@ -188,7 +230,7 @@ class OnnxBuilder:
         x = g.op("Add", [residual, self.linear(h, prefix + "fc2")], hint=prefix + "ffn_residual")
         if not arch["normalize_before"]:
             x = self.layer_norm(x, prefix + "final_layer_norm")
-        return x
+        return x, mask
 
     def build(self) -> onnx.ModelProto:
         g, arch = self.g, self.arch
@@ -196,12 +238,16 @@ class OnnxBuilder:
         ids = "src_tokens"
         keep = g.op("Cast", [g.op("Not", [g.op("Equal", [ids, g.const("padding_idx", np.asarray(pad, np.int64))])])],
                     hint="not_pad", to=TensorProto.INT64)
-        positions = g.op("Add", [g.op("Mul", [g.op("CumSum", [keep, g.const("axis1", np.asarray(1, np.int64))]), keep]),
-                                 g.const("position_offset", np.asarray(pad, np.int64))], hint="positions")
+        axis1 = g.const("axis1", np.asarray(1, np.int64))
         x = self.embedding(ids, ENCODER + "embed_tokens.weight")
         if float(arch["embed_scale"]) != 1.0:
             x = g.op("Mul", [x, g.const("embed_scale", _f32(arch["embed_scale"]))])
-        x = g.op("Add", [x, self.embedding(positions, ENCODER + "embed_positions.weight")], hint="embeddings")
+        if arch.get("family", "roberta") == "bert":
+            x = self.bert_embeddings(x, ids, axis1)
+        else:
+            positions = g.op("Add", [g.op("Mul", [g.op("CumSum", [keep, axis1]), keep]),
+                                     g.const("position_offset", np.asarray(pad, np.int64))], hint="positions")
+            x = g.op("Add", [x, self.embedding(positions, ENCODER + "embed_positions.weight")], hint="embeddings")
         if arch["layernorm_embedding"]:
             x = self.layer_norm(x, ENCODER + "layernorm_embedding")
         keep_f = g.op("Unsqueeze", [g.op("Cast", [keep], to=TensorProto.FLOAT),
@@ -209,7 +255,7 @@ class OnnxBuilder:
         x = g.op("Mul", [x, keep_f], hint="zero_padding")
         mask = g.op("Cast", [keep], hint="key_padding_mask", to=TensorProto.INT32)
         for i in range(int(arch["layers"])):
-            x = self.encoder_layer(x, f"{ENCODER}layers.{i}.", mask)
+            x, mask = self.encoder_layer(x, f"{ENCODER}layers.{i}.", mask)
         if arch["final_layer_norm"]:
             x = self.layer_norm(x, ENCODER + "layer_norm")
         cls = g.op("Gather", [x, g.const("first", np.asarray(0, np.int64))], hint="cls", axis=1)

@@ -4,9 +4,13 @@ Runs on ONNX Runtime, numpy and the tokenizer only -- no fairseq, no torch impor
 input line is one example: one sentence, or two tab-separated sentences for pair tasks
 (the export's ``num_inputs``). They are tokenized as the training data was (``whitespace``:
 split on whitespace; ``gpt2``: GPT-2's byte-level BPE with the export's encoder.json and
-vocab.bpe), mapped through fairseq's dictionary (``dict.txt``; <s>=0, <pad>=1, </s>=2,
-<unk>=3) and framed as fairseq's ``sentence_prediction`` task does:
-``<s> A </s>`` or ``<s> A </s> </s> B </s>``, cut to the model's positions. The output TSV
+vocab.bpe; ``wordpiece``: BERT's WordPiece over the export's vocab.txt, with the
+``tokenizers`` library as ``qbert-preprocess-glue --bpe wordpiece`` does), mapped through
+fairseq's dictionary (``dict.txt``; <s>=0, <pad>=1, </s>=2, <unk>=3) and framed as fairseq's
+``sentence_prediction`` task does with the checkpoint's ``--init-token`` I and
+``--separator-token`` S (``files`` in config.json): ``I A </s> [S B </s>]`` -- RoBERTa's
+``<s> A </s> </s> B </s>`` (I=0, S=2), BERT's ``[CLS] A [SEP] B [SEP]`` (I=0, no S) --
+cut to the model's positions. The output TSV
 has the predicted label and one probability per label (classification) or the score
 (regression).
 """
@@ -23,7 +27,7 @@ from qbert.errors import ConfigError, DataError, cli_errors
 
 from .format import read_config
 
-BPE_CHOICES = ("whitespace", "gpt2")
+BPE_CHOICES = ("whitespace", "gpt2", "wordpiece")
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 
@@ -116,6 +120,25 @@ class GPT2BPE:
         return ids
 
 
+class WordPiece:
+    """BERT's WordPiece (``tokenizers.BertWordPieceTokenizer`` over vocab.txt, whose line i
+    is fairseq index i): the word pieces of a sentence, without special tokens."""
+
+    def __init__(self, vocab_txt: str, lowercase: bool = True):
+        try:
+            import tokenizers
+        except ImportError:
+            raise ConfigError("--bpe wordpiece needs the 'tokenizers' package (pip install tokenizers, "
+                              "or the plugin's [hf] extra)") from None
+        try:
+            self.tokenizer = tokenizers.BertWordPieceTokenizer(vocab_txt, lowercase=lowercase)
+        except Exception as e:  # noqa: BLE001 - unreadable vocab
+            raise DataError(f"{vocab_txt}: cannot build a WordPiece tokenizer ({e})") from None
+
+    def encode(self, text: str) -> List[str]:
+        return self.tokenizer.encode(text, add_special_tokens=False).tokens
+
+
 class Tokenizer:
     """Raw sentence(s) -> fairseq token ids, as the export's training data was made."""
 
@@ -132,7 +155,14 @@ class Tokenizer:
         if self.bpe_name == "gpt2":
             self.bpe = GPT2BPE(os.path.join(export_dir, files["encoder_json"]),
                                os.path.join(export_dir, files["vocab_bpe"]))
+        elif self.bpe_name == "wordpiece":
+            if not files.get("vocab") or not os.path.isfile(os.path.join(export_dir, files["vocab"])):
+                raise DataError(f"{export_dir}: a wordpiece export needs its vocab.txt (export it with --vocab)")
+            self.bpe = WordPiece(os.path.join(export_dir, files["vocab"]), bool(files.get("lowercase", True)))
         self.max_positions = int(config["arch"]["max_positions"])
+        # sentence_prediction's framing: [init] A </s> ([sep] B </s>); None = not added
+        self.init_token = files.get("init_token", BOS)
+        self.separator_token = files.get("separator_token", EOS)
 
     def tokens(self, sentence: str) -> List[str]:
         if self.bpe is None:
@@ -140,9 +170,10 @@ class Tokenizer:
         return self.bpe.encode(sentence.strip())
 
     def encode(self, columns: Sequence[str]) -> List[int]:
-        ids = [BOS] + self.dictionary.encode(self.tokens(columns[0]))
+        ids = ([] if self.init_token is None else [self.init_token]) + self.dictionary.encode(self.tokens(columns[0]))
         for extra in columns[1:]:
-            ids += [EOS] + self.dictionary.encode(self.tokens(extra))
+            ids += ([] if self.separator_token is None else [self.separator_token]) + \
+                self.dictionary.encode(self.tokens(extra))
         return ids[:self.max_positions]
 
 
@@ -221,6 +252,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
         config = read_config(args.export_dir)
         rows = read_inputs(args.input, int(config.get("files", {}).get("num_inputs", 1)))
+        lengths = config["arch"].get("length_config")
+        if lengths:  # baked into model.onnx by qbert-export --length-config
+            print("qbert-predict: length configuration (" + ",".join(str(int(v)) for v in lengths) + ")",
+                  file=sys.stderr)
         out = predict(args.export_dir, rows, args.batch_size, args.threads)
     text = "".join("\t".join(r) + "\n" for r in out)
     if args.output == "-":

@@ -1,11 +1,13 @@
 """A pure-torch rebuild of the exported encoder + classification head (no fairseq).
 
 It computes what fairseq's ``quant_roberta`` computes in eval mode, op for op and in the
-same T x B x C layout (embeddings, padding, post- or pre-LayerNorm layers, self-attention
-as ``QuantMultiheadAttention``, the sentence classification head), with the dequantized
-weights ``codes * scale`` and each quantized Linear input passed through the reference
-:func:`qbert.quant.qparams.fake_quant` of its exported grid. So its logits equal the
-fake-quant model's exactly: this module is the proof that the export holds the model.
+same T x B x C layout (embeddings -- RoBERTa's padding-offset positions, or BERT's
+absolute positions 0..T-1 plus token-type rows of the segment ids --, padding, post- or
+pre-LayerNorm layers, self-attention as ``QuantMultiheadAttention``, the sentence
+classification head), with the dequantized weights ``codes * scale`` and each quantized
+Linear input passed through the reference :func:`qbert.quant.qparams.fake_quant` of its
+exported grid. So its logits equal the fake-quant model's exactly: this module is the proof
+that the export holds the model.
 """
 import math
 from typing import Optional
@@ -19,6 +21,7 @@ from qbert.nn.attention import self_attention
 from qbert.quant.qparams import fake_quant
 
 from .format import ExportedModel
+from .length import arch_length_config, reducing_layers, torch_layer
 
 ENCODER = "encoder.sentence_encoder."
 
@@ -119,6 +122,10 @@ class ExportedRoberta(nn.Module):
         self.embed_scale = arch["embed_scale"]
         self.register_buffer("embed_tokens", export.weight(ENCODER + "embed_tokens.weight"))
         self.register_buffer("embed_positions", export.weight(ENCODER + "embed_positions.weight"))
+        self.bert = arch.get("family", "roberta") == "bert"
+        if self.bert:
+            self.eos_idx = int(arch["eos_idx"])
+            self.register_buffer("embed_token_types", export.weight(ENCODER + "embed_token_types.weight"))
         eps = arch["layer_norm_eps"]
         self.layernorm_embedding = (ExportLayerNorm(export, ENCODER + "layernorm_embedding", eps)
                                     if arch["layernorm_embedding"] else None)
@@ -130,21 +137,31 @@ class ExportedRoberta(nn.Module):
         self.dense = ExportLinear(export, head + "dense")
         self.out_proj = ExportLinear(export, head + "out_proj")
         self.pooler_fn = activation(arch["pooler_activation_fn"])
+        self.length_keep = reducing_layers(arch_length_config(arch), int(arch["max_positions"]))
 
     def features(self, src_tokens: torch.Tensor) -> torch.Tensor:
         """Last layer's output, B x T x C."""
         pad = src_tokens.eq(self.padding_idx)
-        mask = src_tokens.ne(self.padding_idx).int()
-        positions = (torch.cumsum(mask, dim=1).type_as(mask) * mask).long() + self.padding_idx
         x = self.embed_scale * F.embedding(src_tokens, self.embed_tokens)
-        x = x + F.embedding(positions, self.embed_positions)
+        if self.bert:
+            positions = torch.arange(src_tokens.size(1), device=src_tokens.device).unsqueeze(0)
+            x = x + F.embedding(positions, self.embed_positions) + F.embedding(
+                bert_segments(src_tokens, self.eos_idx), self.embed_token_types)
+        else:
+            mask = src_tokens.ne(self.padding_idx).int()
+            positions = (torch.cumsum(mask, dim=1).type_as(mask) * mask).long() + self.padding_idx
+            x = x + F.embedding(positions, self.embed_positions)
         if self.layernorm_embedding is not None:
             x = self.layernorm_embedding(x)
         has_pads = pad.any()
         x = x * (1 - pad.unsqueeze(-1).type_as(x) * has_pads.type_as(x))
         x = x.transpose(0, 1)
-        for layer in self.layers:
-            x = layer(x, pad if has_pads else None)
+        mask = pad if has_pads else None
+        for i, layer in enumerate(self.layers):
+            if i in self.length_keep:  # a length configuration drops tokens here (qbert.export.length)
+                x, mask = torch_layer(layer, x, mask, self.length_keep[i])
+            else:
+                x = layer(x, mask)
         if self.layer_norm is not None:
             x = self.layer_norm(x)
         return x.transpose(0, 1)
@@ -152,6 +169,13 @@ class ExportedRoberta(nn.Module):
     def forward(self, src_tokens: torch.Tensor) -> torch.Tensor:
         x = self.features(src_tokens)[:, 0, :]
         return self.out_proj(self.pooler_fn(self.dense(x)))
+
+
+def bert_segments(tokens: torch.Tensor, eos: int) -> torch.Tensor:
+    """BERT's segment ids of ``[CLS] A [SEP] B [SEP]``: s_t = min(1, #eos in tokens[:t]) --
+    0 up to and including the first eos, 1 after (as ``quant_bert`` derives them)."""
+    is_eos = tokens.eq(eos).long()
+    return (is_eos.cumsum(dim=1) - is_eos).clamp(max=1)
 
 
 def build_torch_model(export: ExportedModel) -> ExportedRoberta:

@@ -283,8 +283,8 @@ def records_tsv(records: Sequence[Record]) -> str:
                         "score", "method", "parents"])]
     for r in records:
         cells = ["(" + ",".join(map(str, r.gene)) + ")", f"{r.cost / 1e9:.6f}"]
-        cells += [f"{r.extra[k] / 1e9:.6f}" if "macs" in k else f"{r.extra[k]:.6g}"
-                  if k in r.extra else "" for k in extras]
+        cells += ["" if k not in r.extra else f"{r.extra[k] / 1e9:.6f}" if "macs" in k
+                  else f"{r.extra[k]:.6g}" for k in extras]
         cells += [f"{r.score:.6f}", r.method,
                   " ".join("(" + ",".join(map(str, p)) + ")" for p in r.parents)]
         lines.append("\t".join(cells))

@@ -281,3 +281,35 @@ def test_length_drop_with_an_external_teacher():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     loss.backward()
     assert model.classification_heads[HEAD].out_proj.weight.grad.abs().sum() > 0
+
+
+def test_search_measures_the_latency_of_the_onnx_export(monkeypatch, capsys):
+    """--measure-latency times the export with each configuration baked in (full = the plain
+    graph), records latency_ms, and a resumed search with the same settings measures nothing."""
+    from fairseq_qbert.lat import search_cli
+    from qbert.export import length
+
+    calls = []
+    original = length.measure_latency
+
+    def spy(export, config, batches, threads=1, repeats=3, mode="exact"):
+        calls.append((config, threads, repeats, sum(len(b) for b in batches)))
+        return original(export, config, batches, threads, repeats, mode)
+
+    monkeypatch.setattr(length, "measure_latency", spy)
+    out = workdir() / "search_latency"
+    argv = [data_dir("cls"), "--path", _plain_checkpoint(), "--out", str(out), "--evo-iter", "0",
+            "--population-size", "2", "--cpu", "--measure-latency", "--latency-repeats", "1"]
+    summary = search_cli.main(argv)
+    records = _records(out)
+    init = [r for r in records if r["method"] == "init"]
+    assert len(calls) == len({tuple(r["gene"]) for r in init} | {tuple(r["gene"]) for r in summary["front"]})
+    full = tuple(summary["full"]["gene"])
+    assert (None, 1, 1, 32) in calls and all(c[0] != full for c in calls)  # full: the plain graph
+    assert all(r["extra"]["latency_ms"] > 0 for r in init)
+    assert summary["latency"]["onnx_mb"] > 0 and summary["latency"]["threads"] == 1
+    assert "latency_ms" in (out / "store.tsv").read_text().splitlines()[0]
+    assert "ms/sentence" in capsys.readouterr().out
+    calls.clear()
+    search_cli.main(argv)
+    assert calls == [] and _records(out) == records

@@ -97,3 +97,58 @@ def test_onnx_matches_torch_model(tmp_path):
     with torch.no_grad():
         ref = build_torch_model(ex)(torch.from_numpy(tokens)).numpy()
     assert np.abs(got - ref).max() < 1e-5
+
+
+def sparse_export(bits, seed=0):
+    """random_export (dim 16) whose FFN weights carry 2:4 masks (codes / values zeroed where pruned)."""
+    from qbert.sparse import mask_2to4
+
+    ex = random_export(bits, dim=16, seed=seed)
+    for name in [n for n in list(ex.weights) + list(ex.fp) if n.endswith(("fc1.weight", "fc2.weight"))]:
+        if name in ex.weights:
+            w = ex.weights[name]
+            mask = mask_2to4(w.codes.float() + 0.01 * torch.rand(w.codes.shape))  # some kept codes are 0
+            w.codes = w.codes * mask
+        else:
+            mask = mask_2to4(ex.fp[name])
+            ex.fp[name] = ex.fp[name] * mask
+        ex.masks[name] = mask
+    return ex
+
+
+@pytest.mark.parametrize("bits", [0, 2, 3, 4, 8])
+def test_2to4_round_trip_is_exact_and_compact(tmp_path, bits):
+    from safetensors.numpy import load_file
+
+    ex = sparse_export(bits)
+    assert len(ex.masks) == 4
+    out = write_tiny_export(tmp_path / "ex", ex)
+    back = load(out)
+    assert set(back.masks) == set(ex.masks)
+    for name, mask in ex.masks.items():
+        assert torch.equal(back.masks[name], mask)
+        assert torch.equal(back.weight(name), ex.weight(name))
+    stored = load_file(os.path.join(out, "model.safetensors"))
+    for name, mask in ex.masks.items():
+        rows, cols = mask.shape
+        assert stored[name + ".sparse_index"].shape == (rows, cols // 8)
+        if bits:  # half the codes, packed at their width
+            assert stored[name + ".qcodes"].size == rows * cols // 2 * bits // 8
+        else:
+            assert name not in stored and stored[name + ".sparse_values"].shape == (rows, cols // 2)
+    assert read_config(out)["sparse"] == {n: {"pattern": "2:4", "shape": list(m.shape)} for n, m in ex.masks.items()}
+    compact, dense = ex.sparse_bytes()  # bits/2 + 1 index bit per weight instead of bits (fp32: 17 vs 32)
+    assert compact / dense == pytest.approx((bits / 2 + 1) / bits if bits else 17 / 32, rel=0.01)  # + scales
+    tokens = torch.tensor([[0, 5, 6, 7, 2, 1], [0, 9, 2, 1, 1, 1]])
+    with torch.no_grad():
+        assert torch.equal(build_torch_model(back)(tokens), build_torch_model(ex)(tokens))
+
+
+def test_mask_that_is_not_2to4_refused(tmp_path):
+    ex = sparse_export(4)
+    name = next(iter(ex.masks))
+    ex.masks[name] = ex.masks[name].clone()
+    ex.masks[name][0, :4] = True
+    with pytest.raises(ConfigError, match="is not 2:4"):
+        write_export(ex, str(tmp_path / "out"))
+    assert os.listdir(tmp_path) == []

@@ -52,10 +52,15 @@ def test_encoding_is_fairseqs_sentence_prediction(tmp_path):
     d.write_text("hello 5\nworld 3\n")
     tok = P.Tokenizer.__new__(P.Tokenizer)
     tok.dictionary, tok.bpe, tok.max_positions = P.Dictionary(str(d)), None, 8
+    tok.init_token, tok.separator_token = 0, 2  # RoBERTa: --init-token 0 --separator-token 2
     assert tok.encode(["hello  world"]) == [0, 4, 5, 2]
     assert tok.encode(["hello", "nope world"]) == [0, 4, 2, 2, 3, 5, 2]
     assert len(tok.encode(["hello " * 20])) == 8
     assert tok.dictionary.symbols[-1] == "<mask>"
+    tok.separator_token = None  # BERT: [CLS] A [SEP] B [SEP] (--init-token 0, no separator)
+    assert tok.encode(["hello", "nope world"]) == [0, 4, 2, 3, 5, 2]
+    tok.init_token = None  # no --init-token: A </s> B </s>
+    assert tok.encode(["hello", "world"]) == [4, 2, 5, 2]
 
 
 @pytest.mark.parametrize("content,message", [
