@@ -38,6 +38,7 @@ setup(
             "qbert-length-search=fairseq_qbert.lat.search_cli:cli_main",
             "qbert-export=fairseq_qbert.export.cli:cli_main",
             "qbert-predict=qbert.export.predict:cli_main",
+            "qbert-augment=fairseq_qbert.augment.cli:cli_main",
         ]
     },
 )

@@ -1,11 +1,13 @@
 """fairseq-qbert: a fairseq ``--user-dir`` for quantization-aware fine-tuning of RoBERTa.
 
 Importing this package (fairseq does it for ``--user-dir fairseq_qbert``) registers
-the ``quant_roberta`` model family and the ``kd_sentence_prediction`` criterion.
+the ``quant_roberta`` model family, the ``kd_sentence_prediction`` criterion and the
+``sentence_prediction_aug`` task (augmented rows for KD, see :mod:`fairseq_qbert.augment`).
 """
 import atexit
 
 from . import (
+    augment,  # noqa: F401  (registers sentence_prediction_aug)
     checkpoint_loading,
     criterions,  # noqa: F401  (registers kd_sentence_prediction)
     models,  # noqa: F401  (registers quant_roberta)

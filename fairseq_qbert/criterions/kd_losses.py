@@ -63,15 +63,25 @@ def regression_kd_loss(student: Tensor, teacher: Tensor) -> Tensor:
                       teacher.float().reshape(teacher.size(0), -1), reduction="sum")
 
 
-def label_loss(logits: Tensor, targets: Tensor, regression: bool) -> Tensor:
+def label_loss(logits: Tensor, targets: Tensor, regression: bool,
+               rows: Optional[Tensor] = None) -> Tensor:
     """The ground-truth loss of fairseq's ``sentence_prediction``, summed over the batch.
 
-    Classification: ``sum_b -log softmax(z^S_b)[y_b]``; regression: ``sum_b (y^S_b - y_b)^2``.
+    Classification: ``sum_b m_b * -log softmax(z^S_b)[y_b]``; regression:
+    ``sum_b m_b * (y^S_b - y_b)^2``, with ``m_b = rows[b]`` (bool, (B,)) or 1 for every
+    sentence when ``rows`` is None. ``rows`` marks the original sentences of data augmented
+    as in TinyBERT (arXiv 1909.10351, Sec. 3.3): an augmented sentence's label is only a
+    copy of its source sentence's, so it gets no ground-truth loss (only the KD parts).
     """
     if regression:
-        return F.mse_loss(logits.view(-1).float(), targets.view(-1).float(), reduction="sum")
-    return F.nll_loss(F.log_softmax(logits, dim=-1, dtype=torch.float32), targets.view(-1),
-                      reduction="sum")
+        per_row = F.mse_loss(logits.view(-1).float(), targets.view(-1).float(), reduction="none")
+    else:
+        per_row = F.nll_loss(F.log_softmax(logits, dim=-1, dtype=torch.float32), targets.view(-1),
+                             reduction="none")
+    if rows is None:
+        return per_row.sum()
+    return torch.where(rows.view(-1).to(per_row.device).bool(), per_row,
+                       per_row.new_zeros(())).sum()
 
 
 def hidden_kd_loss(student: Tensor, teacher: Tensor, padding_mask: Optional[Tensor]) -> Tensor:

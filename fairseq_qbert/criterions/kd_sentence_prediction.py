@@ -21,6 +21,17 @@ The loss of a batch (fairseq then divides it by ``sample_size`` = number of sent
 * ``L_label``: the usual ground-truth loss of ``sentence_prediction`` (default weight 0,
   as TernaryBERT).
 
+**KD with augmented data** (TinyBERT, arXiv 1909.10351, Sec. 3.3; TernaryBERT distils on
+the augmented GLUE sets). With ``--task sentence_prediction_aug`` on a ``qbert-augment``
+folder every batch carries ``sample["original"]`` (``m_b = 1`` for an original sentence, 0
+for an augmented one, whose label slot is a placeholder), and the label term becomes
+``w_label * sum_b m_b * l_label(b)``: ground truth on original sentences only, the KD
+parts on all ``B`` sentences. fairseq still divides by ``B``, so each sentence contributes
+``KD(b) + m_b * w_label * l_label(b)``; ``kd_label`` is logged per *original* sentence.
+Without that task (or on folders ``qbert-augment`` did not write) every row is original
+and nothing changes. Training on an augmented folder under plain ``sentence_prediction``
+with ``--kd-label-weight > 0`` is refused (it would fit the placeholder labels).
+
 Each ``L`` is a per-sentence quantity summed over the batch (see
 :mod:`fairseq_qbert.criterions.kd_losses`), so after fairseq's division it is the mean per
 sentence and padding cannot change it. ``kd_logits``, ``kd_hidden``, ``kd_attn`` and
@@ -125,8 +136,25 @@ class KDSentencePredictionCriterion(SentencePredictionCriterion):
         # restore or train() the teacher (see teacher.py).
         self.__dict__["teacher"] = teacher
         self.pairs = None  # {part: [(student layer, teacher layer)]}, set on the first forward
+        self._check_augmented_data(task)
 
     # ------------------------------------------------------------------ checks
+    def _check_augmented_data(self, task):
+        """Refuse labels on an augmented folder whose original rows the task cannot mark."""
+        from fairseq_qbert.augment.task import SentencePredictionAugTask
+        from qbert.augment.layout import read_meta
+
+        if self.weights["label"] == 0 or isinstance(task, SentencePredictionAugTask):
+            return
+        data = str(getattr(task.cfg, "data", "") or "").split(":")[0]
+        meta = read_meta(data) if data else None
+        # "train" (qbert-augment --out); a split added with --out-split is only used through
+        # --train-subset, which the criterion cannot see: the README says to use the aug task
+        if meta is not None and "train" in meta.splits:
+            raise ConfigError(f"{data} holds augmented rows (qbert-augment) whose labels are "
+                              "placeholders; with --kd-label-weight > 0 use --task "
+                              "sentence_prediction_aug (ground truth on original rows only)")
+
     def _check_student(self, model):
         """Student-dependent checks, once (the criterion is built without the model)."""
         from fairseq_qbert.models.quant_attention import QuantMultiheadAttention
@@ -215,8 +243,12 @@ class KDSentencePredictionCriterion(SentencePredictionCriterion):
             parts["attn"] = sum(
                 kd_losses.attention_kd_loss(student_scores[s - 1], t_scores[t - 1], padding_mask)
                 for s, t in self.pairs["attn"])
+        original = sample.get("original")  # --task sentence_prediction_aug
+        if original is not None:
+            original = original.to(logits.device).view(-1).bool()
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.weights["label"] > 0):
-            parts["label"] = kd_losses.label_loss(logits, targets, self.regression_target)
+            parts["label"] = kd_losses.label_loss(logits, targets, self.regression_target,
+                                                  rows=original)
 
         loss = sum(self.weights[name] * value for name, value in parts.items()
                    if self.weights[name] > 0)
@@ -233,6 +265,8 @@ class KDSentencePredictionCriterion(SentencePredictionCriterion):
         })
         for name, value in parts.items():
             logging_output["kd_" + name] = value.data
+        if original is not None:
+            logging_output["noriginal"] = int(original.sum())
         self._add_predictions(model, logits, targets, logging_output)
         return loss, sample_size, logging_output
 
@@ -281,7 +315,8 @@ class KDSentencePredictionCriterion(SentencePredictionCriterion):
     # ------------------------------------------------------------------ metrics
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
-        """sentence_prediction's metrics plus kd_* (unweighted, per sentence, nats)."""
+        """sentence_prediction's metrics plus kd_* (unweighted, per sentence, nats;
+        ``kd_label`` per original sentence when batches mark them)."""
         SentencePredictionCriterion.reduce_metrics(logging_outputs)
         sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
         if not sample_size:
@@ -289,7 +324,13 @@ class KDSentencePredictionCriterion(SentencePredictionCriterion):
         for key in KD_KEYS:
             if any(key in log for log in logging_outputs):
                 total = sum(log.get(key, 0) for log in logging_outputs)
-                metrics.log_scalar(key, total / sample_size, sample_size, round=4)
+                count = sample_size
+                if key == "kd_label" and any("noriginal" in log for log in logging_outputs):
+                    count = sum(log.get("noriginal", log.get("sample_size", 0))
+                                for log in logging_outputs)
+                    if not count:
+                        continue
+                metrics.log_scalar(key, total / count, count, round=4)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

@@ -1,0 +1,52 @@
+"""scripts/benchmark_properties.py: gaps, their spread and the verdicts of issue #13's
+properties 1-2 from measured values (the runs themselves are the runner's)."""
+import importlib.util
+import os
+
+import pytest
+
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "scripts",
+                      "benchmark_properties.py")
+
+
+@pytest.fixture(scope="module")
+def bp():
+    spec = importlib.util.spec_from_file_location("benchmark_properties", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _task(fp, scratch, w4, w2, qat, metric="accuracy"):
+    return {"metric": metric, "fp": fp, "scratch": scratch, "ptq_w4": w4, "ptq_w2": w2, "qat_w2": qat}
+
+
+def test_all_properties_met(bp):
+    measured = {"SST-2": _task(90.0, [70.0, 71.0, 70.5], [89.0] * 3, [80.0, 80.5, 81.0], [87.0, 87.5, 87.2]),
+                "RTE": _task(70.0, [55.0, 55.5, 56.0], [68.0] * 3, [60.0, 60.2, 60.4], [67.0, 67.5, 67.9])}
+    ev = bp.evaluate(measured)
+    assert all(ev["verdicts"].values()), ev["verdicts"]
+    g = ev["tasks"]["SST-2"]["gaps"]
+    assert g["scratch"]["mean"] == pytest.approx(19.5) and g["scratch"]["std"] == pytest.approx(0.5)
+    assert g["ptq_w2"]["mean"] == pytest.approx(9.5)
+    text = bp.markdown(ev, [1, 2, 3], 300, 60.0)
+    assert "train300 (first 300 train rows)" in text and "**not met**" not in text
+    assert "| SST-2 | accuracy | 90.0 | 70.5 ± 0.5 |" in text
+
+
+def test_each_property_can_fail(bp):
+    base = dict(fp=90.0, scratch=[70.0] * 3, w4=[89.0] * 3, w2=[80.0] * 3, qat=[87.0] * 3)
+    cases = {
+        "1_teacher_knows_more": dict(base, scratch=[85.0] * 3),        # gap 5 < 10
+        "2a_ptq_w2_hurts": dict(base, w2=[88.0] * 3),                   # gap 2 < 5
+        "2b_qat_w2_gap_on_two_tasks": dict(base, qat=[89.5] * 3),       # gap 0.5 < 2
+        "2c_gap_std_at_most_1": dict(base, qat=[85.0, 87.0, 89.0]),     # std 2 > 1
+    }
+    for failing, kwargs in cases.items():
+        ev = bp.evaluate({"A": _task(**kwargs), "B": _task(**base)})
+        assert not ev["verdicts"][failing], failing
+        assert all(v for k, v in ev["verdicts"].items() if k != failing), (failing, ev["verdicts"])
+        assert "**not met**" in bp.markdown(ev, [1, 2, 3], None, 1.0)
+    # W2 must hurt more than W4
+    ev = bp.evaluate({"A": _task(**dict(base, w4=[79.0] * 3)), "B": _task(**base)})
+    assert not ev["verdicts"]["2a_ptq_w2_hurts"]
