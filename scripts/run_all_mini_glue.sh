@@ -12,8 +12,10 @@
 # (re-running skips finished runs and resumes interrupted ones), tables and plots to
 # RESULTS_DIR (default: results/).
 #
-# Environment: TASKS (default "SST-2 RTE CoLA": every family), KD_EFFECT_TASKS (default: all
-# eight), KD_EFFECT_SEEDS (default "1 2 3": the KD effect table is a mean over seeds),
+# Environment: TASKS (default "SST-2 RTE CoLA": every family), FAMILIES (default: all of
+# "group_ablation kd_parts kd_effect pact_sweep sparsity"; a subset makes only those tables and
+# merges them into RESULTS_DIR/index.md: make_tables.py --only, no --clean), KD_EFFECT_TASKS
+# (default: all eight), KD_EFFECT_SEEDS (default "1 2 3": the KD effect table is a mean over seeds),
 # PACT_TASKS (default SST-2: the seed's PACT table), KD_PARTS_FFN=1 (default) also runs the
 # seed's "FFN 2bit" KD-parts table, JOBS (parallel runs, default: number of CPUs),
 # RESULTS_DIR, TRAIN_SIZE (data, e.g. glue), and the QAT recipe variables of
@@ -31,6 +33,13 @@ PACT_TASKS=${PACT_TASKS:-SST-2}
 # the KD effect table also covers the other GLUE tasks (kd_effect only: 3 runs a task)
 KD_EFFECT_TASKS=${KD_EFFECT_TASKS:-"SST-2 RTE CoLA MRPC STS-B QQP MNLI QNLI"}
 KD_PARTS_FFN=${KD_PARTS_FFN:-1}
+ALL_FAMILIES="group_ablation kd_parts kd_effect pact_sweep sparsity"
+FAMILIES=${FAMILIES:-$ALL_FAMILIES}
+for f in $FAMILIES; do
+  [[ " $ALL_FAMILIES " == *" $f "* ]] || { echo "error: FAMILIES: unknown family '$f'; known: $ALL_FAMILIES" >&2; exit 2; }
+done
+has() { [[ " $FAMILIES " == *" $1 "* ]]; }
+has kd_effect || KD_EFFECT_TASKS=""
 PRETRAIN=${PRETRAIN:-1}
 # KD effects on mini-GLUE are about one point, the size of seed noise: that table averages seeds
 KD_EFFECT_SEEDS=${KD_EFFECT_SEEDS:-"1 2 3"}
@@ -73,15 +82,19 @@ done
 status=0
 for TASK in $TASKS; do
   args=("$TASK" "$WORK/data/$TASK-bin" "$WORK/teachers/$TASK/checkpoint_best.pt" "$EXP" cpu)
-  stamp "$TASK: group_ablation";  "$S/group_ablation.sh" "${args[@]}" || status=1
-  stamp "$TASK: kd_parts";        "$S/kd_parts.sh" "${args[@]}" || status=1
-  stamp "$TASK: kd_effect";       SEEDS="$KD_EFFECT_SEEDS" "$S/kd_effect.sh" "${args[@]}" || status=1
-  if [[ "$KD_PARTS_FFN" == 1 ]]; then
+  if has group_ablation; then stamp "$TASK: group_ablation"; "$S/group_ablation.sh" "${args[@]}" || status=1; fi
+  if has kd_parts; then stamp "$TASK: kd_parts"; "$S/kd_parts.sh" "${args[@]}" || status=1; fi
+  if has kd_effect; then
+    stamp "$TASK: kd_effect";     SEEDS="$KD_EFFECT_SEEDS" "$S/kd_effect.sh" "${args[@]}" || status=1
+  fi
+  if has kd_parts && [[ "$KD_PARTS_FFN" == 1 ]]; then
     stamp "$TASK: kd_parts (FFN)"; QUANT_GROUPS=FFN "$S/kd_parts.sh" "${args[@]}" || status=1
   fi
-  if [[ " $PACT_TASKS " == *" $TASK "* ]]; then
+  if has pact_sweep && [[ " $PACT_TASKS " == *" $TASK "* ]]; then
     stamp "$TASK: pact_sweep";    "$S/pact_sweep.sh" "${args[@]}" || status=1
   fi
+  # 2:4 sparsity: FP | 2:4 FP | 2:4 + W8A8 QAT (+KD) | 2:4 + W4 QAT + KD, groups FFN and QKV,FFN
+  if has sparsity; then stamp "$TASK: sparsity"; "$S/sparsity.sh" "${args[@]}" || status=1; fi
 done
 
 for TASK in $KD_EFFECT_TASKS; do
@@ -91,6 +104,12 @@ for TASK in $KD_EFFECT_TASKS; do
 done
 
 stamp "tables"
-"$PYTHON" "$S/make_tables.py" "$EXP" --results-dir "$RESULTS_DIR" --clean
+if [[ "$(echo $FAMILIES | tr ' ' '\n' | sort | tr '\n' ' ')" == "$(echo $ALL_FAMILIES | tr ' ' '\n' | sort | tr '\n' ' ')" ]]; then
+  "$PYTHON" "$S/make_tables.py" "$EXP" --results-dir "$RESULTS_DIR" --clean
+else  # a subset: only its tables, the other entries of RESULTS_DIR/index.md stay
+  for f in $FAMILIES; do
+    "$PYTHON" "$S/make_tables.py" "$EXP" --results-dir "$RESULTS_DIR" --only "$f" || status=1
+  done
+fi
 stamp "done (status $status)"
 exit $status

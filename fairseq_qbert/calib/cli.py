@@ -2,12 +2,16 @@
 
     qbert-calibrate DATA-bin --path FP.pt [--quant-groups ... --weight-bits N --act-bits N
         --weight-quantizer Q --act-quantizer Q --lsq-per-channel]
+        [--sparse-groups QKV,FFN [--sparse-permute]]
         --calibrator {max,percentile,mse,entropy} [--percentile P]
         --weight-calibrator {max,mse} --num-calib-batches N --batch-size B --out PTQ.pt
 
 Writes PTQ.pt (``fairseq-validate --user-dir fairseq_qbert --path PTQ.pt`` evaluates it;
 ``fairseq-train --finetune-from-model PTQ.pt`` with the same quantization flags starts QAT from
-it) and prints the dev metric of the FP model and of PTQ side by side. ``--summary X.json``
+it) and prints the dev metric of the FP model and of PTQ side by side. With ``--sparse-groups``
+the 2:4 masks are computed from the FP weights first and calibration sees the pruned weights
+(NVIDIA's order); the masks are saved in PTQ.pt, so QAT from it needs the same
+``--sparse-groups``, and the 2:4 FP metric (pruned, not quantized) is printed too. ``--summary X.json``
 also writes the summary (metrics and every quantizer's amax) as JSON. Every error is one line
 naming the flag or file, reported before any batch runs; no output file is written then.
 """
@@ -26,12 +30,14 @@ PROG = "qbert-calibrate"
 
 def build_parser() -> argparse.ArgumentParser:
     from fairseq_qbert.models.quant_config import add_quant_args
+    from fairseq_qbert.models.sparsity import add_sparse_args
 
     p = data_checkpoint_parser(PROG, __doc__, "binarized sentence_prediction data (qbert-preprocess-glue)",
                                "fine-tuned full-precision fairseq checkpoint",
                                "the quant_roberta checkpoint to write")
     q = p.add_argument_group("quantization (quant_roberta's flags)")
     add_quant_args(q)
+    add_sparse_args(p.add_argument_group("2:4 sparsity (quant_roberta's flags; masks before calibration)"))
     c = p.add_argument_group("calibration")
     c.add_argument("--calibrator", default="max", help=f"activation calibrator: {', '.join(ACT_METHODS)} (default max)")
     c.add_argument("--percentile", default=DEFAULT_PERCENTILE,
@@ -56,19 +62,20 @@ def _fmt(metrics, name):
 
 def main(argv=None) -> dict:
     import fairseq_qbert  # noqa: F401  (registers quant_roberta, safe checkpoint loading)
-    from fairseq_qbert.calib.ptq import QUANT_ARG_NAMES, ptq
+    from fairseq_qbert.calib.ptq import QUANT_ARG_NAMES, SPARSE_DEFAULTS, ptq
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
                         level=logging.INFO, stream=sys.stdout, force=True)
     quant = {name: getattr(args, name) for name in QUANT_ARG_NAMES}
+    sparse = {name: getattr(args, name) for name in SPARSE_DEFAULTS}
     if args.summary and not os.path.isdir(os.path.dirname(os.path.abspath(args.summary))):
         raise ConfigError(f"--summary {args.summary}: its directory does not exist")
     summary = ptq(args.data, args.path, quant, method=args.calibrator, percentile=args.percentile,
                   weight_method=args.weight_calibrator, num_batches=args.num_calib_batches,
                   batch_size=args.batch_size, out=args.out, seed=args.seed,
                   calib_subset=args.calib_subset, valid_subset=args.valid_subset, cpu=args.cpu,
-                  evaluate_fp=not args.no_fp_eval)
+                  evaluate_fp=not args.no_fp_eval, sparse=sparse)
     metric = summary["metric"]
     fp, q = summary.get("fp", {}), summary["ptq"]
     cal = summary["calibration"]
@@ -76,7 +83,17 @@ def main(argv=None) -> dict:
     delta = f" ({q[metric] - fp[metric]:+.2f})" if metric in fp and metric in q else ""
     print(f"{PROG}: {summary['quantization']}; activations {how}, weights {cal['weight_method']}, "
           f"{cal['num_batches']} batches of {cal['batch_size']}")
-    print(f"{PROG}: {summary['valid_subset']} {metric}: FP {_fmt(fp, metric)} | PTQ {_fmt(q, metric)}{delta}")
+    if "sparsity" in summary:
+        sp = summary["sparsity"]
+        kept = "; ".join(f"{g} sparsity {v['sparsity']:.3f} kept magnitude {v['kept']:.4f}"
+                         for g, v in sp.get("by_group", {}).items())
+        print(f"{PROG}: 2:4 {','.join(sp['groups'])}: {sp['masks']} masked weights ({sp['from']})"
+              + (f"; {kept}" if kept else ""))
+        sfp = summary.get("sparse_fp", {})
+        print(f"{PROG}: {summary['valid_subset']} {metric}: FP {_fmt(fp, metric)} | 2:4 FP {_fmt(sfp, metric)} "
+              f"| 2:4 PTQ {_fmt(q, metric)}{delta}")
+    else:
+        print(f"{PROG}: {summary['valid_subset']} {metric}: FP {_fmt(fp, metric)} | PTQ {_fmt(q, metric)}{delta}")
     print(f"{PROG}: wrote {summary['out']}")
     if args.summary:
         tmp = args.summary + ".tmp"

@@ -12,7 +12,10 @@ What fairseq-validate does to read a checkpoint and its data, with the model reb
    ``DATA/label/dict.txt``); the dictionary must match the checkpoint's vocabulary;
 3. :func:`build_quant_model`: the checkpoint's model args with ``arch = quant_roberta`` and
    the quantization flags, built by the task, the FP weights loaded strictly (the missing
-   quantizer state is added, uninitialised, by ``upgrade_state_dict_named``);
+   quantizer state is added, uninitialised, by ``upgrade_state_dict_named``); with
+   ``--sparse-groups`` the 2:4 masks are computed from the FP weights as they load and the
+   pruned weights set to 0 (NVIDIA's order: masks first, then calibration sees the pruned
+   weights); a checkpoint that already has masks keeps them (same groups required);
 4. :func:`qbert.calib.calibrate` on ``N`` shuffled batches of the calibration subset;
 5. :func:`save_checkpoint`: the same checkpoint layout fairseq writes (``cfg`` with the
    quant_roberta model args, ``model`` with the quantizer state, ``initialized = 1``), to a
@@ -33,6 +36,7 @@ from qbert.calib import calibrate
 from qbert.calib.api import bypassed, find_quantizers
 from qbert.checkpoint_state import first_line, head_shapes, is_quantizer_key, model_args
 from qbert.errors import CheckpointError, ConfigError, DataError, QBertError
+from qbert.sparse import MASK_SUFFIX
 
 from ..checkpoint_loading import load_checkpoint_to_cpu
 from ..criterions.teacher import EMBED_KEY, FP_OVERRIDES
@@ -41,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 #: the quant_roberta flags (argparse dest names) that define the quantized model
 QUANT_ARG_NAMES = tuple(FP_OVERRIDES)
+#: quant_roberta's 2:4 sparsity flags (fairseq_qbert/models/sparsity.py) and their defaults
+SPARSE_DEFAULTS = {"sparse_groups": "", "sparse_permute": False, "sparse_recompute_every": None}
 ROBERTA_ARCH_PREFIXES = ("roberta", "quant_roberta", "xlm")
 
 
@@ -103,11 +109,22 @@ def setup_task(state: Dict, data: str, path: str = "", flag: str = "--path"):
     return cfg, task
 
 
-def quant_model_args(state: Dict, quant: Dict, path: str = "") -> Namespace:
-    """The checkpoint's model args as a quant_roberta with the quantization flags ``quant``."""
+def sparse_settings(sparse: Optional[Dict]):
+    """The validated 2:4 settings of ``sparse`` ({sparse_groups, sparse_permute,
+    sparse_recompute_every}); a ConfigError naming the flag."""
+    from fairseq_qbert.models.sparsity import SparseSettings
+
+    return SparseSettings.from_args(Namespace(**dict(SPARSE_DEFAULTS, **(sparse or {}))))
+
+
+def quant_model_args(state: Dict, quant: Dict, path: str = "", sparse: Optional[Dict] = None) -> Namespace:
+    """The checkpoint's model args as a quant_roberta with the quantization flags ``quant``
+    and the 2:4 sparsity flags ``sparse`` (default: dense)."""
     args = model_args(state, f"--path {path}")
     for name in QUANT_ARG_NAMES:
         setattr(args, name, quant.get(name, FP_OVERRIDES[name]))
+    for name, default in SPARSE_DEFAULTS.items():
+        setattr(args, name, (sparse or {}).get(name, default))
     args.arch = args._name = "quant_roberta"
     args.load_checkpoint_heads = True
     for name in ("encoder_layers_to_keep",):
@@ -116,18 +133,23 @@ def quant_model_args(state: Dict, quant: Dict, path: str = "") -> Namespace:
     return args
 
 
-def build_quant_model(state: Dict, task, quant: Dict, path: str = ""):
-    """(model args, quant_roberta with the FP weights loaded, uninitialised quantizers)."""
+def build_quant_model(state: Dict, task, quant: Dict, path: str = "", sparse: Optional[Dict] = None):
+    """(model args, quant_roberta with the FP weights loaded, uninitialised quantizers; with
+    ``sparse`` groups, 2:4 masks computed from the loaded weights and the pruned weights 0)."""
     from fairseq_qbert.models.quant_roberta import QuantRobertaModel, QuantSettings
 
-    args = quant_model_args(state, quant, path)
+    args = quant_model_args(state, quant, path, sparse)
     QuantSettings.from_args(args)  # ConfigError naming the flag, before anything is built
     heads = head_shapes(state["model"])
     model = QuantRobertaModel.build_checked_model(args, task)
     for name, (classes, inner_dim) in heads.items():
         model.register_classification_head(name, num_classes=classes, inner_dim=inner_dim)
+    # sparsify() prunes (and permutes) the loaded tensors in place: give it copies, so that
+    # ``state`` stays the FP checkpoint
+    weights = {k: v.clone() for k, v in state["model"].items()} if sparse_settings(sparse).groups \
+        else dict(state["model"])
     try:
-        model.load_checked_state_dict(dict(state["model"]), strict=True, model_cfg=None)
+        model.load_checked_state_dict(weights, strict=True, model_cfg=None)
     except QBertError:
         raise
     except Exception as e:
@@ -263,12 +285,35 @@ def fp_metrics(model, task, criterion, split, batch_size, device) -> Dict[str, f
         return evaluate(model, task, criterion, split, batch_size, device)
 
 
+def sparsity_summary(model) -> Dict:
+    """Groups, per-group sparsity and kept-magnitude fraction, skipped weights of ``model``'s
+    2:4 masks (those computed at load, or a sparse checkpoint's own)."""
+    settings = model.quant.sparse
+    report = model.sparsity.report
+    out = {"groups": list(settings.groups), "permute": settings.permute,
+           "masks": len(model.sparsity.masked(model))}
+    if report is not None:
+        out["from"] = "computed from the FP weights"
+        out["by_group"] = report.by_group()
+        out["skipped"] = {m.name: m.skipped for m in report.skipped()}
+    else:
+        out["from"] = "the checkpoint's own masks"
+    return out
+
+
 def ptq(data: str, path: str, quant: Dict, *, method: str, percentile: float, weight_method: str,
         num_batches: int, batch_size: int, out: str, seed: int = 1, calib_subset: str = "train",
-        valid_subset: str = "valid", cpu: bool = False, evaluate_fp: bool = True) -> Dict:
-    """The whole of ``qbert-calibrate``; returns the summary (metrics, calibration report)."""
+        valid_subset: str = "valid", cpu: bool = False, evaluate_fp: bool = True,
+        sparse: Optional[Dict] = None) -> Dict:
+    """The whole of ``qbert-calibrate``; returns the summary (metrics, calibration report).
+
+    ``sparse``: quant_roberta's 2:4 flags by dest name (``sparse_groups``, ``sparse_permute``,
+    ``sparse_recompute_every``): the masks are computed from the FP weights before calibration
+    (NVIDIA's order), saved in the checkpoint, and ``fp`` is then the dense model's metric,
+    ``sparse_fp`` the pruned model's (quantizers bypassed)."""
     from qbert.calib.calibrators import ACT_METHODS, WEIGHT_METHODS, check_method, check_percentile
 
+    sparse_groups = sparse_settings(sparse).groups
     check_method(method, ACT_METHODS, "--calibrator")
     check_method(weight_method, WEIGHT_METHODS, "--weight-calibrator")
     percentile = check_percentile(percentile)
@@ -281,8 +326,14 @@ def ptq(data: str, path: str, quant: Dict, *, method: str, percentile: float, we
         raise ConfigError(f"--out {out}: directory {out_dir} does not exist")
     state = load_fp_checkpoint(path)
     _cfg, task = setup_task(state, data, path)
-    args, model = build_quant_model(state, task, quant, path)
     device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
+    dense_fp = None
+    if sparse_groups and evaluate_fp and not any(k.endswith(MASK_SUFFIX) for k in state["model"]):
+        # the dense FP metric, before pruning (a second build: the masks are made as weights load)
+        dense = build_quant_model(state, task, quant, path)[1].to(device)
+        dense_fp = fp_metrics(dense, task, build_criterion(state, task), valid_subset, batch_size, device)
+        del dense
+    args, model = build_quant_model(state, task, quant, path, sparse)
     model.to(device)
     criterion = build_criterion(state, task)
     head = head_name(state)
@@ -294,8 +345,13 @@ def ptq(data: str, path: str, quant: Dict, *, method: str, percentile: float, we
     summary = {"data": os.path.abspath(data), "path": os.path.abspath(path),
                "quantization": model.quant.describe(), "metric": headline_metric(criterion),
                "valid_subset": valid_subset}
+    if sparse_groups:
+        summary["sparsity"] = sparsity_summary(model)
     if evaluate_fp:
-        summary["fp"] = fp_metrics(model, task, criterion, valid_subset, batch_size, device)
+        fp = fp_metrics(model, task, criterion, valid_subset, batch_size, device)
+        if sparse_groups:
+            summary["sparse_fp"] = fp
+        summary["fp"] = dense_fp if dense_fp is not None else fp
 
     def loop(m):
         for sample in batches:
@@ -307,7 +363,8 @@ def ptq(data: str, path: str, quant: Dict, *, method: str, percentile: float, we
     summary["calibration"].update(batch_size=int(batch_size), subset=calib_subset, seed=int(seed))
     summary["ptq"] = evaluate(model, task, criterion, valid_subset, batch_size, device)
     model.cpu()
-    summary["out"] = save_checkpoint(state, args, model, out, extra={"ptq": {
-        k: summary["calibration"][k] for k in ("method", "weight_method", "percentile", "num_batches",
-                                              "batch_size", "subset", "seed")}})
+    extra = {k: summary["calibration"][k] for k in ("method", "weight_method", "percentile", "num_batches",
+                                                     "batch_size", "subset", "seed")}
+    extra["sparse_groups"] = ",".join(sparse_groups)
+    summary["out"] = save_checkpoint(state, args, model, out, extra={"ptq": extra})
     return summary

@@ -9,7 +9,8 @@ N batches, ``load_calib_amax``, ``enable_quant``):
 2. the input of every *input* quantizer is observed by a calibrator (``method``: max,
    percentile, mse or entropy; see :mod:`qbert.calib.calibrators`);
 3. the weight of every *weight* quantizer is calibrated directly from the module's weight
-   (``weight_method``: max or mse; per row when the quantizer is per channel);
+   (``weight_method``: max or mse; per row when the quantizer is per channel); a 2:4-sparse
+   module's weight is taken times its ``weight_mask``, as its forward uses it;
 4. every quantizer takes its state from its amax through ``quantizer.set_amax(amax)``
    (LSQ step = amax / Qp, PACT clip = amax, EMA running max = amax; it is then marked
    initialised, so QAT started from it does not re-initialise). Min-max and TWN weight
@@ -97,9 +98,13 @@ def find_quantizers(model: nn.Module):
 
 @contextlib.contextmanager
 def bypassed(quantizers, observers: Optional[Dict[int, Callable]] = None):
-    """Inside: every quantizer's forward is the identity (after calling its observer)."""
+    """Inside: every quantizer's forward is the identity (after calling its observer). The
+    fused layer paths of :mod:`qbert.quant` (if present) compute the quantizers inline, not
+    through their forwards: they are switched off inside, so the modules call the forwards."""
     observers = observers or {}
     saved = []
+    fused = _fused_paths()
+    fused_was = fused.set_enabled(False) if fused is not None else None
     try:
         for q in quantizers:
             saved.append((q, q.__dict__.get("forward")))
@@ -117,6 +122,17 @@ def bypassed(quantizers, observers: Optional[Dict[int, Callable]] = None):
             q.__dict__.pop("forward", None)
             if old is not None:
                 q.forward = old
+        if fused is not None:
+            fused.set_enabled(fused_was)
+
+
+def _fused_paths():
+    """:mod:`qbert.quant.fused` when it exists and can be switched off, else None."""
+    try:
+        from qbert.quant import fused
+    except ImportError:
+        return None
+    return fused if callable(getattr(fused, "set_enabled", None)) else None
 
 
 def _summary(amax: torch.Tensor):
@@ -171,7 +187,11 @@ def calibrate(model: nn.Module, forward_loop: Callable[[nn.Module], Optional[int
                 report.entries.append(entry)
                 continue
             if role == "weight":
-                amax = weight_amax(module.weight, weight_method, bits, per_channel=q.per_channel,
+                weight = module.weight
+                mask = module._buffers.get("weight_mask")  # 2:4-sparse: what the forward uses
+                if mask is not None:
+                    weight = weight * mask
+                amax = weight_amax(weight, weight_method, bits, per_channel=q.per_channel,
                                    unsigned=not q.signed, num_bins=num_bins, start_bin=start_bin)
             else:
                 cal = calibrators[id(q)]

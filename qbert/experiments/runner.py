@@ -39,7 +39,9 @@ Subcommands::
 Hyperparameters use the variable names of fairseq's RoBERTa GLUE recipe
 (examples/roberta/README.glue.md) and are read from the environment:
 
-    ARCH LR TOTAL_NUM_UPDATES WARMUP_UPDATES MAX_SENTENCES  (+ MAX_EPOCH MAX_POSITIONS
+    ARCH (quant_bert_tiny / quant_bert_base for a BERT teacher, e.g. one imported with
+    qbert-import-hf: BERT's pair layout, no --separator-token; MAX_POSITIONS then defaults to
+    the teacher's) LR TOTAL_NUM_UPDATES WARMUP_UPDATES MAX_SENTENCES  (+ MAX_EPOCH MAX_POSITIONS
     MAX_TOKENS SEED (or SEEDS="1 2 3": every cell and the control once per seed; tables
     show the mean) LOG_INTERVAL FP16 KEEP_CHECKPOINTS DATA_KIND JOBS FAIRSEQ_TRAIN
     FAIRSEQ_VALIDATE EXTRA_ARGS)
@@ -128,6 +130,12 @@ HPARAM_NAMES = ("ARCH", "LR", "TOTAL_NUM_UPDATES", "WARMUP_UPDATES", "MAX_SENTEN
                 "MAX_POSITIONS", "MAX_TOKENS", "SEED", "FP16")
 
 
+def is_bert_arch(arch: str) -> bool:
+    """``quant_bert*`` (fairseq_qbert/models/quant_bert.py): BERT's layout, ``[CLS] A [SEP] B [SEP]``
+    (``--init-token 0``, no ``--separator-token``), positions without offset, token types."""
+    return arch.startswith("quant_bert")
+
+
 def hparams(task: str, data_kind: str, device: str, env=None) -> Dict[str, str]:
     """The recipe variables of one run: defaults for the data kind, overridden by ``env``."""
     env = os.environ if env is None else env
@@ -143,6 +151,8 @@ def hparams(task: str, data_kind: str, device: str, env=None) -> Dict[str, str]:
     for name in list(h) + ["LOG_INTERVAL"]:
         if env.get(name, "") != "":
             h[name] = env[name]
+    if is_bert_arch(h["ARCH"]) and env.get("MAX_POSITIONS", "") == "":
+        h["MAX_POSITIONS"] = ""  # BERT's position table has exactly max_positions rows: the teacher's
     if env.get("KEEP_CHECKPOINTS", "best") not in ("all", "best", "none"):
         raise RunnerError(f"KEEP_CHECKPOINTS={env['KEEP_CHECKPOINTS']}: expected all, best (default: drop "
                           "checkpoint_last.pt once the run is done) or none")
@@ -362,6 +372,14 @@ def build_spec(kind: str, task: str, data_bin: str, teacher: str, device: str,
     if kind == "ptq" and calib is None:
         raise RunnerError("a ptq run needs qbert-calibrate flags")
     extra = shlex.split((os.environ if env is None else env).get("EXTRA_ARGS", ""))
+    # QAT_TRAIN_SIZE=N (low-resource QAT): the student trains on the first N train rows only
+    # (split train<N>, written by fairseq_qbert.augment.subset); the teacher had all of them.
+    # A cell's own --train-subset (e.g. an augmented split) wins.
+    qat_size = (os.environ if env is None else env).get("QAT_TRAIN_SIZE", "").strip()
+    if kind == "qat" and qat_size and "--train-subset" not in flags:
+        if not qat_size.isdigit() or int(qat_size) < 1:
+            raise RunnerError(f"QAT_TRAIN_SIZE={qat_size!r}: expected a number of train rows >= 1")
+        extra = ["--train-subset", f"train{int(qat_size)}", *extra]
     spec = {
         "kind": kind,
         "task": task,
@@ -380,11 +398,12 @@ def build_spec(kind: str, task: str, data_bin: str, teacher: str, device: str,
 
 
 PTQ_CHECKPOINT = "ptq.pt"
-# quant_roberta's flags (fairseq_qbert/models/quant_config.py) that qbert-calibrate takes from
-# a cell's FLAGS; the value-less one is --lsq-per-channel
+# quant_roberta's flags (fairseq_qbert/models/quant_config.py, sparsity.py) that qbert-calibrate
+# takes from a cell's FLAGS; the value-less ones are --lsq-per-channel and --sparse-permute
+# (2:4 masks are made before calibration, and the QAT run keeps the same --sparse-groups)
 QUANT_FLAGS = ("--quant-groups", "--weight-bits", "--weight-quantizer", "--act-bits", "--act-quantizer",
-               "--pact-init-clip", "--pact-lr-scale", "--pact-weight-decay")
-QUANT_SWITCHES = ("--lsq-per-channel",)
+               "--pact-init-clip", "--pact-lr-scale", "--pact-weight-decay", "--sparse-groups")
+QUANT_SWITCHES = ("--lsq-per-channel", "--sparse-permute")
 
 
 def quant_flags(flags: Sequence[str]) -> List[str]:
@@ -422,7 +441,13 @@ def train_command(spec: Dict, run_dir: str) -> List[str]:
            "--arch", h["ARCH"], "--finetune-from-model",
            os.path.join(run_dir, PTQ_CHECKPOINT) if spec.get("calib") is not None else spec["teacher"]]
     cmd += teacher_shape_args(spec["teacher"])
-    cmd += gt.task_train_args(spec["task"])
+    task_args = gt.task_train_args(spec["task"])
+    if is_bert_arch(h["ARCH"]):  # BERT's pair layout [CLS] A [SEP] B [SEP]: no extra separator
+        i = task_args.index("--separator-token")
+        del task_args[i:i + 2]
+        if not h.get("MAX_POSITIONS"):
+            cmd += ["--max-positions", str(_teacher_cfg(spec["teacher"])["model"].get("max_positions", 512))]
+    cmd += task_args
     if "--criterion" not in flags:
         cmd += ["--criterion", "sentence_prediction"]
     if h.get("MAX_POSITIONS"):
@@ -514,6 +539,22 @@ def _child_env(threads: Optional[int]) -> Dict[str, str]:
     return env
 
 
+def _ensure_train_subset(spec: Dict) -> None:
+    """Write the split a ``--train-subset trainN`` flag names (QAT_TRAIN_SIZE), if missing."""
+    flags = list(spec["flags"])
+    if "--train-subset" not in flags:
+        return
+    split = flags[flags.index("--train-subset") + 1]
+    size = split[len("train"):]
+    if not (split.startswith("train") and size.isdigit()):
+        return  # a split the user binarized
+    proc = subprocess.run([sys.executable, "-m", "fairseq_qbert.augment.subset", spec["data_bin"],
+                           "--size", size], capture_output=True, text=True, env=_child_env(None))
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        raise RunnerError(f"QAT_TRAIN_SIZE={size}: {lines[-1] if lines else 'subset failed'}")
+
+
 def execute(spec: Dict, run_dir: str, quiet: bool = False, threads: Optional[int] = None) -> Dict:
     """Run (or skip, or resume) one spec in ``run_dir``; returns its result.json content."""
     run_dir = os.path.abspath(run_dir)
@@ -535,6 +576,8 @@ def execute(spec: Dict, run_dir: str, quiet: bool = False, threads: Optional[int
         if spec.get("calib") is not None and not resume and not os.path.isfile(ptq_path):
             cmds.append(calibrate_command(spec, run_dir))  # ptq.pt is written atomically
         if spec["kind"] == "qat":
+            check_teacher_arch(spec)
+            _ensure_train_subset(spec)
             cmds.append(train_command(spec, run_dir))
         else:
             cmds.append(validate_command(spec, ptq_path if spec["kind"] == "ptq" else None))
@@ -653,13 +696,34 @@ SHAPE_FLAGS = (("encoder_layers", "--encoder-layers"), ("encoder_embed_dim", "--
 
 
 def teacher_shape_args(teacher: str) -> List[str]:
-    """``--encoder-layers L --encoder-embed-dim D ...`` of the teacher checkpoint."""
+    """``--encoder-layers L --encoder-embed-dim D ...`` of the teacher checkpoint (and its
+    ``--layer-norm-eps`` when it has one: imported HF models)."""
     model = _teacher_cfg(teacher)["model"]
     out = []
     for key, flag in SHAPE_FLAGS:
         if model.get(key) is not None:
             out += [flag, str(model[key])]
+    if model.get("layer_norm_eps") is not None:
+        out += ["--layer-norm-eps", repr(float(model["layer_norm_eps"]))]
     return out
+
+
+def teacher_layout(teacher: str) -> str:
+    """``bert`` when the teacher checkpoint is a BERT (``encoder_layout`` bert: quant_bert*,
+    qbert-import-hf of a BERT), else ``roberta``."""
+    model = _teacher_cfg(teacher)["model"]
+    arch = str(model.get("arch") or model.get("_name") or "")
+    return "bert" if model.get("encoder_layout") == "bert" or is_bert_arch(arch) else "roberta"
+
+
+def check_teacher_arch(spec: Dict) -> None:
+    """ARCH must have the teacher's layout: the student starts from its weights."""
+    arch = spec["hparams"]["ARCH"]
+    layout = teacher_layout(spec["teacher"])
+    if (layout == "bert") != is_bert_arch(arch):
+        want = "quant_bert_tiny or quant_bert_base" if layout == "bert" else "quant_roberta_tiny or quant_roberta_base"
+        raise RunnerError(f"ARCH={arch} but the teacher {spec['teacher']} is a {layout.upper()} model: "
+                          f"set ARCH to {want}")
 
 
 def _teacher_model_config(log_path: str) -> Dict[str, object]:

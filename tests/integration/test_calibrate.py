@@ -1,7 +1,10 @@
 """qbert-calibrate end to end on mini-GLUE SST-2 (conftest's trained mini_teacher): one-line
 errors that write nothing, the "Done when" numbers of PTQ, the checkpoint fairseq-validate
 reads as is, reproducibility, and QAT started from the calibrated model (lr 0: its first
-validation is the PTQ metric; other bits: refused with the model's own message)."""
+validation is the PTQ metric; other bits: refused with the model's own message). With 2:4
+sparsity (issue 15, NVIDIA's order): masks are computed from the FP weights first and the pruned
+weights are zero in PTQ.pt, the weight calibration is computed on the pruned weights, QAT from
+PTQ.pt needs the same --sparse-groups and starts at the PTQ metric, bad flags are one line."""
 import os
 import re
 import shutil
@@ -13,7 +16,9 @@ import pytest
 import torch
 
 from fairseq_qbert.calib.cli import cli_main, main
+from qbert.calib.calibrators import weight_amax
 from qbert.errors import UsageError
+from qbert.sparse import is_2to4, mask_2to4
 
 ALL = ["--quant-groups", "EMB,QKV,FFN"]
 CALIB = ["--num-calib-batches", "4", "--batch-size", "16", "--cpu"]
@@ -165,3 +170,113 @@ def test_errors_are_one_line_and_write_nothing(case, match, mini_teacher, tmp_pa
     message = str(e.value.code)
     assert message.startswith("fairseq-qbert: error: ") and "\n" not in message and match in message, message
     assert os.listdir(out.parent) == []
+
+
+# ------------------------------------------------------------------------------ 2:4 sparsity
+W8A8 = [*ALL, "--weight-bits", "8", "--act-bits", "8", "--calibrator", "percentile", "--percentile", "99.99"]
+FC1 = "encoder.sentence_encoder.layers.0.fc1"
+Q_PROJ = "encoder.sentence_encoder.layers.0.self_attn.q_proj"
+
+
+def _load(path):
+    return torch.load(path, weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def sparse_ptq(mini_teacher, tmp_path_factory):
+    """W8A8 PTQ of the teacher with FFN 2:4-sparse, weights calibrated with mse (its histogram
+    sees the zeros: max would not tell pruned from dense weights, the largest |w| is kept)."""
+    out = tmp_path_factory.mktemp("sparse_ptq") / "ptq.pt"
+    summary = main([str(mini_teacher.data_bin), "--path", str(mini_teacher.checkpoint), *W8A8,
+                    "--weight-calibrator", "mse", "--sparse-groups", "FFN", *CALIB, "--out", str(out)])
+    return summary, out
+
+
+def test_masks_first_then_pruned_weights_are_zero_in_the_checkpoint(sparse_ptq, mini_teacher):
+    summary, path = sparse_ptq
+    teacher = _load(mini_teacher.checkpoint)["model"]
+    state = _load(path)
+    sd = state["model"]
+    masks = sorted(k[:-len(".weight_mask")] for k in sd if k.endswith(".weight_mask"))
+    # FFN only: fc1 and fc2 of both layers (64 x 128 / 128 x 64 pass ASP's size rule)
+    assert masks == sorted(f"encoder.sentence_encoder.layers.{i}.{m}" for i in (0, 1) for m in ("fc1", "fc2"))
+    for name in masks:
+        mask, w = sd[name + ".weight_mask"], sd[name + ".weight"]
+        assert mask.dtype == torch.bool and is_2to4(mask)
+        assert torch.equal(mask, mask_2to4(teacher[name + ".weight"]))  # from the FP weights
+        assert torch.count_nonzero(w[~mask]) == 0
+        assert torch.equal(w[mask], teacher[name + ".weight"][mask])    # kept weights untouched
+    assert not any(k.endswith(".weight_mask") for k in sd if ".self_attn." in k)
+    assert state["cfg"]["model"].sparse_groups == "FFN" and state["extra_state"]["ptq"]["sparse_groups"] == "FFN"
+    sp = summary["sparsity"]
+    assert sp["groups"] == ["FFN"] and sp["masks"] == 4 and sp["by_group"]["FFN"]["sparsity"] == pytest.approx(0.5)
+    # FP = the dense teacher; 2:4 FP = pruned, not quantized; PTQ = pruned + W8A8
+    assert summary["fp"]["accuracy"] == pytest.approx(mini_teacher.best_accuracy, abs=0.05)
+    assert summary["sparse_fp"]["accuracy"] != summary["fp"]["accuracy"] or \
+        summary["sparse_fp"]["loss"] != pytest.approx(summary["fp"]["loss"])
+
+
+def test_calibration_sees_the_pruned_weights(sparse_ptq, mini_teacher):
+    summary, _ = sparse_ptq
+    teacher = _load(mini_teacher.checkpoint)["model"]
+    entries = {(e["module"], e["role"]): e for e in summary["calibration"]["quantizers"]}
+    dense = teacher[FC1 + ".weight"]
+    pruned = dense * mask_2to4(dense)
+    expected = float(weight_amax(pruned, "mse", 8))
+    assert entries[(FC1, "weight")]["amax"] == pytest.approx(expected, rel=1e-6)
+    assert expected != pytest.approx(float(weight_amax(dense, "mse", 8)), rel=1e-3)  # the test can fail
+    # a group that is not sparse is calibrated on its dense weights
+    q = teacher[Q_PROJ + ".weight"]
+    assert entries[(Q_PROJ, "weight")]["amax"] == pytest.approx(float(weight_amax(q, "mse", 8)), rel=1e-6)
+
+
+def test_qat_from_sparse_ptq_keeps_the_masks_and_needs_the_same_groups(sparse_ptq, mini_teacher, tmp_path):
+    summary, path = sparse_ptq
+    quant = [*ALL, "--weight-bits", "8", "--act-bits", "8"]
+    proc = train_from(mini_teacher.data_bin, path, tmp_path / "qat", *quant, "--sparse-groups", "FFN")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    first = re.search(r"valid on 'valid' subset .*?\| accuracy ([\d.]+)", proc.stdout + proc.stderr)
+    assert first and float(first.group(1)) == pytest.approx(summary["ptq"]["accuracy"], abs=0.05)
+    for groups in (["--sparse-groups", "QKV,FFN"], []):
+        proc = train_from(mini_teacher.data_bin, path, tmp_path / "bad", *quant, *groups)
+        assert proc.returncode != 0
+        line = (proc.stdout + proc.stderr).strip().splitlines()[-1]
+        assert line.startswith("fairseq-qbert: error: the checkpoint has 2:4 masks for groups FFN") \
+            and "--sparse-groups FFN" in line, line
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--sparse-groups", "FFN,XYZ"], "--sparse-groups: unknown group 'XYZ'"),
+    (["--sparse-permute"], "--sparse-permute needs --sparse-groups"),
+    (["--sparse-groups", "FFN", "--sparse-recompute-every", "0"], "--sparse-recompute-every must be an integer >= 1"),
+])
+def test_sparse_flag_errors_are_one_line_and_write_nothing(extra, match, mini_teacher, tmp_path):
+    out = tmp_path / "out" / "ptq.pt"
+    out.parent.mkdir()
+    with pytest.raises(UsageError) as e:
+        cli_main([str(mini_teacher.data_bin), "--path", str(mini_teacher.checkpoint), *W8A8, *extra,
+                  "--cpu", "--out", str(out)])
+    message = str(e.value.code)
+    assert message.startswith("fairseq-qbert: error: ") and "\n" not in message and match in message, message
+    assert os.listdir(out.parent) == []
+
+
+def test_a_sparse_checkpoint_calibrated_with_other_groups_is_refused(sparse_ptq, mini_teacher, tmp_path):
+    """The masks of a 2:4 FP checkpoint (here: PTQ.pt's, after dropping its quantizer state) are
+    kept as they are; other --sparse-groups are one line naming the flag."""
+    state = _load(sparse_ptq[1])
+    state["model"] = {k: v for k, v in state["model"].items() if "_quantizer." not in k}
+    sparse_fp = tmp_path / "sparse_fp.pt"
+    torch.save(state, sparse_fp)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(UsageError) as e:
+        cli_main([str(mini_teacher.data_bin), "--path", str(sparse_fp), *W8A8, "--sparse-groups", "QKV,FFN",
+                  *CALIB, "--out", str(out / "x.pt")])
+    assert "the checkpoint has 2:4 masks for groups FFN" in str(e.value.code), e.value.code
+    assert os.listdir(out) == []
+    summary = main([str(mini_teacher.data_bin), "--path", str(sparse_fp), *W8A8, "--sparse-groups", "FFN",
+                    *CALIB, "--out", str(out / "y.pt"), "--no-fp-eval"])
+    assert summary["sparsity"]["from"] == "the checkpoint's own masks"
+    a, b = _load(sparse_ptq[1])["model"], _load(out / "y.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a if k.endswith(".weight_mask"))
