@@ -1,10 +1,11 @@
 """Reading what a fairseq checkpoint's dict holds (no fairseq import): its model arguments,
 its classification heads, which state-dict keys are quantizer state. One place for the KD
 teacher, qbert-calibrate, qbert-export and qbert-export-hf."""
+import os
 from argparse import Namespace
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, Tuple
 
-from qbert.errors import CheckpointError
+from qbert.errors import CheckpointError, QBertError
 
 HEAD_PREFIX = "classification_heads."
 
@@ -18,6 +19,23 @@ def first_line(exc: BaseException) -> str:
     """``Type: first line of the message`` (for one-line errors wrapping another exception)."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def read_checkpoint(path: str, load: Callable[[str], Any]) -> Dict[str, Any]:
+    """The checkpoint dict at ``path`` read by ``load`` (a restricted loader: the plugin's
+    fairseq loader, or :func:`qbert.safe_load.safe_load`); a missing, unreadable or
+    non-fairseq file is a one-line :class:`CheckpointError` (a refusal of the loader passes)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = load(path)
+    except QBertError:
+        raise
+    except Exception as e:  # noqa: BLE001 - not a torch file, truncated, ...
+        raise CheckpointError(f"{path}: cannot read it as a fairseq checkpoint ({first_line(e)})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
+    return state
 
 
 def model_args(state: Dict[str, Any], source: str) -> Namespace:

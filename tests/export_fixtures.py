@@ -1,4 +1,5 @@
-"""Fairseq-free tiny exports (random weights) for the export unit tests."""
+"""Tiny exports for the export tests: fairseq-free random exports (unit tests), and tiny
+quant_roberta models with initialised quantizers (integration tests; fairseq imported there)."""
 import os
 
 import torch
@@ -73,3 +74,28 @@ def write_tiny_export(out_dir, export=None, num_inputs: int = 1, **kwargs) -> st
     write_export(export, str(out_dir), extra_files={"dict.txt": os.path.join(src, "dict.txt"),
                                                     "labels.txt": os.path.join(src, "labels.txt")})
     return str(out_dir)
+
+
+def padded_tokens(seed=0, lengths=(17, 12, 17, 6, 17)):
+    """Random token ids (4..99) of one row per length, ``<s>`` (0) first, padded (1) after each
+    row's length to the longest."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randint(4, 100, (len(lengths), max(lengths)), generator=g)
+    t[:, 0] = 0
+    for row, n in enumerate(lengths):
+        t[row, n:] = 1
+    return t
+
+
+def ready_model(flags, seed=0, tokens=padded_tokens):
+    """A quant_roberta_tiny (vocabulary 100) whose quantizers are initialised by one training
+    forward of ``tokens(seed + 1)``, in eval mode."""
+    from fairseq_qbert.models.standalone import HEAD as HEAD_NAME
+    from fairseq_qbert.models.standalone import build_model
+
+    torch.manual_seed(seed)
+    model = build_model("quant_roberta_tiny", flags, vocab_size=100)
+    model.train()
+    with torch.no_grad():
+        model(tokens(seed + 1), features_only=True, classification_head_name=HEAD_NAME)
+    return model.eval()

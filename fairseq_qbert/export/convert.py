@@ -13,6 +13,7 @@ unquantized (the baseline). BERT-layout checkpoints (``quant_bert*``, encoder la
 import os
 from typing import Any, Dict, Optional, Tuple
 
+from qbert import checkpoint_state
 from qbert.checkpoint_state import first_line, head_shapes, model_args
 from qbert.errors import CheckpointError, ConfigError, QBertError
 from qbert.export import ExportedModel, QuantInput, QuantWeight, write_export
@@ -29,17 +30,7 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
     """The checkpoint dict, read by the plugin's restricted loader."""
     from fairseq_qbert.checkpoint_loading import load_checkpoint_to_cpu
 
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        state = load_checkpoint_to_cpu(path)
-    except QBertError:
-        raise
-    except Exception as e:  # noqa: BLE001 - not a torch file, truncated, ...
-        raise CheckpointError(f"{path}: cannot read it as a fairseq checkpoint ({first_line(e)})") from None
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise CheckpointError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
-    return state
+    return checkpoint_state.read_checkpoint(path, load_checkpoint_to_cpu)
 
 
 def rebuild(state_dict, args, path: str):

@@ -10,8 +10,8 @@ import os
 from argparse import Namespace
 from typing import Any, Dict, Optional, Tuple
 
-from qbert.checkpoint_state import first_line, is_quantizer_key, model_args
-from qbert.errors import CheckpointError, ConfigError, QBertError
+from qbert.checkpoint_state import is_quantizer_key, model_args, read_checkpoint
+from qbert.errors import CheckpointError, ConfigError
 
 from . import hfio, maps
 from . import spec as specs
@@ -26,17 +26,7 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     """The checkpoint dict, read with the restricted unpickler (qbert.safe_load)."""
     from qbert.safe_load import safe_load
 
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        state = safe_load(path, map_location="cpu", source=path)
-    except QBertError:
-        raise
-    except Exception as e:  # noqa: BLE001 - not a torch file, truncated, ...
-        raise CheckpointError(f"{path}: cannot read it as a fairseq checkpoint ({first_line(e)})") from None
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise CheckpointError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
-    return state
+    return read_checkpoint(path, lambda p: safe_load(p, map_location="cpu", source=p))
 
 
 def fp_state_dict(state: Dict[str, Any], args: Namespace, path: str, head_name: str

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import REPO_DIR
 from contracts.cases import EXPORT_MODEL_CASES
+from export_fixtures import padded_tokens, ready_model
 
 from fairseq_qbert.export.convert import to_export
 from fairseq_qbert.models.standalone import HEAD, build_model
@@ -20,23 +21,7 @@ from qbert.export import build_torch_model, create_session, load, write_export
 FAKE_QUANT_INT_OPS = {"MatMulInteger", "DynamicQuantizeLinear"}  # never the A8 path
 
 
-def tokens(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    t = torch.randint(4, 100, (5, 17), generator=g)
-    t[:, 0] = 0
-    t[1, 12:] = 1
-    t[3, 6:] = 1
-    return t
-
-
-def ready_model(flags, seed=0):
-    """A tiny model whose quantizers are initialised by one training forward, in eval mode."""
-    torch.manual_seed(seed)
-    model = build_model("quant_roberta_tiny", flags, vocab_size=100)
-    model.train()
-    with torch.no_grad():
-        model(tokens(seed + 1), features_only=True, classification_head_name=HEAD)
-    return model.eval()
+tokens = padded_tokens
 
 
 def fake_quant_logits(model, t):

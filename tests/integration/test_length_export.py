@@ -14,11 +14,12 @@ import onnx
 import pytest
 import torch
 from conftest import REPO_DIR
-from export_fixtures import random_export
+from export_fixtures import padded_tokens, random_export
+from export_fixtures import ready_model as fixtures_ready_model
 
 from fairseq_qbert.export.convert import to_export
 from fairseq_qbert.models.length_adaptive import set_length_config
-from fairseq_qbert.models.standalone import HEAD, build_model
+from fairseq_qbert.models.standalone import HEAD
 from qbert.errors import ConfigError
 from qbert.export import build_onnx, build_torch_model, create_session, load, write_export
 from qbert.export import length as export_length
@@ -29,22 +30,11 @@ KEPT = "encoder.sentence_encoder.layers.{}.length.kept"
 
 def tokens(seed=0):
     """6 x 17 with padding: rows of 17, 12, 6 and 3 tokens (shorter than most configurations)."""
-    g = torch.Generator().manual_seed(seed)
-    t = torch.randint(4, 100, (6, 17), generator=g)
-    t[:, 0] = 0
-    t[1, 12:] = 1
-    t[3, 6:] = 1
-    t[5, 3:] = 1
-    return t
+    return padded_tokens(seed, lengths=(17, 12, 17, 6, 17, 3))
 
 
 def ready_model(flags, seed=0):
-    torch.manual_seed(seed)
-    model = build_model("quant_roberta_tiny", flags, vocab_size=100)
-    model.train()
-    with torch.no_grad():  # initialises the quantizers
-        model(tokens(seed + 1), features_only=True, classification_head_name=HEAD)
-    return model.eval()
+    return fixtures_ready_model(flags, seed, tokens=tokens)
 
 
 def fairseq_run(model, t, config, monkeypatch):
