@@ -3,7 +3,7 @@ its classification heads, which state-dict keys are quantizer state. One place f
 teacher, qbert-calibrate, qbert-export and qbert-export-hf."""
 import os
 from argparse import Namespace
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from qbert.errors import CheckpointError, QBertError
 
@@ -21,20 +21,25 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def read_checkpoint(path: str, load: Callable[[str], Any]) -> Dict[str, Any]:
+def read_checkpoint(path: str, load: Callable[[str], Any], source: Optional[str] = None) -> Dict[str, Any]:
     """The checkpoint dict at ``path`` read by ``load`` (a restricted loader: the plugin's
     fairseq loader, or :func:`qbert.safe_load.safe_load`); a missing, unreadable or
-    non-fairseq file is a one-line :class:`CheckpointError` (a refusal of the loader passes)."""
+    non-fairseq file is a one-line :class:`CheckpointError` starting with ``source`` (e.g.
+    ``"--path X"``; default the path). The loader's own refusals pass unchanged, or prefixed
+    with ``source`` when one is given."""
+    src = source or path
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{src}: no such checkpoint file")
     try:
         state = load(path)
-    except QBertError:
-        raise
+    except QBertError as e:
+        if source is None:
+            raise
+        raise CheckpointError(f"{source}: {e.message}") from None
     except Exception as e:  # noqa: BLE001 - not a torch file, truncated, ...
-        raise CheckpointError(f"{path}: cannot read it as a fairseq checkpoint ({first_line(e)})") from None
+        raise CheckpointError(f"{src}: cannot read it as a fairseq checkpoint ({first_line(e)})") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise CheckpointError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
+        raise CheckpointError(f"{src}: not a fairseq checkpoint (no 'model' state dict)")
     return state
 
 

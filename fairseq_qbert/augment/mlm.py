@@ -30,7 +30,7 @@ from qbert.augment.core import (
     top_k_candidates,
     word_spans,
 )
-from qbert.checkpoint_state import first_line, is_quantizer_key, model_args
+from qbert.checkpoint_state import first_line, is_quantizer_key, model_args, read_checkpoint
 from qbert.errors import CheckpointError, ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -138,16 +138,7 @@ def load_masked_lm(path: str, dictionary, dict_txt: Optional[str] = None):
     from fairseq_qbert.checkpoint_loading import load_checkpoint_to_cpu
 
     src = f"--pretrained {path}"
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{src}: no such file")
-    try:
-        state = load_checkpoint_to_cpu(path)
-    except CheckpointError as e:
-        raise CheckpointError(f"{src}: {e.message}") from None
-    except Exception as e:  # noqa: BLE001 - unreadable, truncated, not a pickle
-        raise CheckpointError(f"{src}: cannot read it as a fairseq checkpoint ({first_line(e)})") from None
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise CheckpointError(f"{src}: not a fairseq checkpoint (no 'model' state dict)")
+    state = read_checkpoint(path, load_checkpoint_to_cpu, source=src)
     args = model_args(state, src)
     arch = getattr(args, "arch", None) or getattr(args, "_name", None)
     model_cls = ARCH_MODEL_REGISTRY.get(arch)

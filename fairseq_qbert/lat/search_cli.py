@@ -39,7 +39,7 @@ import sys
 
 import torch
 
-from qbert.checkpoint_state import first_line, head_shapes, model_args
+from qbert.checkpoint_state import first_line, head_shapes, model_args, read_checkpoint
 from qbert.cli import data_checkpoint_parser
 from qbert.errors import CheckpointError, ConfigError, QBertError, entry_point
 
@@ -87,16 +87,8 @@ def load_model(path: str, data: str):
     from fairseq_qbert.checkpoint_loading import load_checkpoint_to_cpu
     from fairseq_qbert.models.quant_roberta import QuantRobertaModel
 
-    if not os.path.isfile(path):
-        raise CheckpointError(f"--path {path}: no such file")
-    try:
-        state = load_checkpoint_to_cpu(path)
-    except QBertError as e:
-        raise CheckpointError(f"--path {path}: {e.message}") from None
-    except Exception as e:
-        raise CheckpointError(f"--path {path}: cannot read it as a fairseq checkpoint "
-                              f"({first_line(e)})") from None
-    if not isinstance(state, dict) or state.get("cfg") is None or not head_shapes(state.get("model") or {}):
+    state = read_checkpoint(path, load_checkpoint_to_cpu, source=f"--path {path}")
+    if state.get("cfg") is None or not head_shapes(state.get("model") or {}):
         raise CheckpointError(f"--path {path}: not a fairseq sentence-prediction checkpoint "
                               "(no cfg or no classification head)")
     args = model_args(state, f"--path {path}")

@@ -258,7 +258,7 @@ def test_search_cli_errors_are_one_line(tmp_path):
     from fairseq_qbert.lat import search_cli
     from qbert.errors import UsageError
 
-    with pytest.raises(UsageError, match="--path .*no such file"):
+    with pytest.raises(UsageError, match="--path .*no such checkpoint file"):
         search_cli.cli_main([data_dir("cls"), "--path", str(tmp_path / "none.pt"), "--out", str(tmp_path)])
     with pytest.raises(UsageError, match="--mutation-prob must be in"):
         search_cli.cli_main([data_dir("cls"), "--path", _plain_checkpoint(),

@@ -250,7 +250,7 @@ def test_library_errors():
     data = F.aug_data("cls")
     with pytest.raises(ConfigError, match="--replace-prob"):
         augment_folder(data, F.masked_lm(data), "/nonexistent/x", replace_prob=-0.1)
-    with pytest.raises(CheckpointError, match="no such file"):
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
         mlm.load_masked_lm("/nonexistent/model.pt", _dictionary(data))
 
 
