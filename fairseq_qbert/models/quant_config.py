@@ -77,6 +77,9 @@ def add_quant_args(parser):
                    help=f"activation quantizer: {', '.join(ACT_QUANTIZERS)} (default lsq; needs --act-bits)")
     g.add_argument("--lsq-per-channel", action="store_true",
                    help="LSQ: one step size per output channel (row) of each weight")
+    g.add_argument("--shared-qkv-input-quantizer", action="store_true",
+                   help="one input quantizer for q/k/v of each attention layer (they read the same "
+                        "tensor): quantized once, one step; needs --act-bits and QKV in --quant-groups")
     for spec in QUANTIZER_REGISTRY.values():
         for dest, f in flag_options(spec):  # default None = not given (see _read_config)
             g.add_argument(_flag(dest), type=f.type, default=None,
@@ -146,6 +149,8 @@ class QuantSettings:
     act_bits: int = 0
     act_quantizer: str = "lsq"
     lsq_per_channel: bool = False
+    #: q/k/v share one input quantizer (--shared-qkv-input-quantizer)
+    shared_qkv_input_quantizer: bool = False
     #: quantizer name -> its validated config (options of the quantizers in use)
     configs: Dict[str, QuantizerConfig] = field(default_factory=default_configs)
     #: 2:4 sparsity (--sparse-*), see sparsity.py
@@ -170,6 +175,10 @@ class QuantSettings:
         if act_bits and not group_bits:
             raise ConfigError("--act-bits needs --quant-groups: activations are quantized at the "
                               "inputs of the quantized groups' Linears")
+        shared_qkv = bool(get("shared_qkv_input_quantizer", False))
+        if shared_qkv and not (act_bits and "QKV" in group_bits):
+            raise ConfigError("--shared-qkv-input-quantizer needs --act-bits N and QKV in "
+                              "--quant-groups (it shares the q/k/v input quantizer)")
         if weight_q == "twn" and any(b != 2 for b in group_bits.values()):
             group_bits = {g: 2 for g in group_bits}  # ternary has no bit width: 3 levels
 
@@ -183,6 +192,7 @@ class QuantSettings:
                 configs[name] = _with_optimizer_kind(get, spec, configs[name])
         return cls(group_bits=group_bits, weight_quantizer=weight_q, act_bits=act_bits,
                    act_quantizer=act_q or "lsq", lsq_per_channel=bool(get("lsq_per_channel", False)),
+                   shared_qkv_input_quantizer=shared_qkv,
                    configs=configs, sparse=SparseSettings.from_args(args))
 
     # ------------------------------------------------------------------ queries
@@ -194,6 +204,8 @@ class QuantSettings:
             return "full precision (no --quant-groups)"
         groups = ",".join(f"{g}:{b}" for g, b in self.group_bits.items())
         acts = f"A{self.act_bits} {self.act_quantizer}" if self.act_bits else "activations FP"
+        if self.shared_qkv_input_quantizer:
+            acts += " (q/k/v input quantizer shared)"
         return f"weights {self.weight_quantizer} {groups}; {acts}"
 
     def _kwargs(self, name: str) -> dict:

@@ -94,7 +94,8 @@ class QuantTransformerEncoderLayer(TransformerEncoderLayerBase):
                        for name in ("q_proj", "k_proj", "v_proj", "out_proj")}
         return QuantMultiheadAttention(embed_dim, cfg.encoder.attention_heads,
                                        dropout=cfg.attention_dropout, self_attention=True,
-                                       projections=projections)
+                                       projections=projections,
+                                       shared_qkv_input=self.quant.shared_qkv_input_quantizer)
 
 
 class QuantTransformerEncoder(LengthAdaptiveEncoderMixin, TransformerEncoder):

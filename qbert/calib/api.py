@@ -99,12 +99,9 @@ def find_quantizers(model: nn.Module):
 @contextlib.contextmanager
 def bypassed(quantizers, observers: Optional[Dict[int, Callable]] = None):
     """Inside: every quantizer's forward is the identity (after calling its observer). The
-    fused layer paths of :mod:`qbert.quant` (if present) compute the quantizers inline, not
-    through their forwards: they are switched off inside, so the modules call the forwards."""
+    fused layer paths of :mod:`qbert.quant.fused` see the replaced forwards and call them."""
     observers = observers or {}
     saved = []
-    fused = _fused_paths()
-    fused_was = fused.set_enabled(False) if fused is not None else None
     try:
         for q in quantizers:
             saved.append((q, q.__dict__.get("forward")))
@@ -122,17 +119,6 @@ def bypassed(quantizers, observers: Optional[Dict[int, Callable]] = None):
             q.__dict__.pop("forward", None)
             if old is not None:
                 q.forward = old
-        if fused is not None:
-            fused.set_enabled(fused_was)
-
-
-def _fused_paths():
-    """:mod:`qbert.quant.fused` when it exists and can be switched off, else None."""
-    try:
-        from qbert.quant import fused
-    except ImportError:
-        return None
-    return fused if callable(getattr(fused, "set_enabled", None)) else None
 
 
 def _summary(amax: torch.Tensor):

@@ -17,7 +17,6 @@ Every quantizer also exposes its grid as data (:mod:`qbert.quant.qparams`):
 ``qparams(x)`` (scale, zero point, [qmin, qmax], axis, bits), ``integer_codes(w)`` for
 export, and ``set_amax(amax)`` for calibration (scale = amax / Qp).
 """
-import math
 from typing import Callable, ClassVar, Optional, Tuple
 
 import torch
@@ -26,16 +25,10 @@ import torch.nn as nn
 
 from qbert.errors import CheckpointError, ConfigError, QBertError
 
+from . import kernels
 from .qparams import QParams, quantize
 
 EPS = 1e-8  # smallest step size / clip value: keeps learned scales strictly positive
-
-
-def _sum_of_products(a: torch.Tensor, b: torch.Tensor, shape) -> torch.Tensor:
-    """sum(a * b) reduced to ``shape`` (a dot product, no temporary, for one scale)."""
-    if math.prod(shape) == 1:
-        return torch.dot(a.reshape(-1), b.reshape(-1)).reshape(shape)
-    return (a * b).sum_to_size(shape)
 
 
 class _FakeQuantSTE(torch.autograd.Function):
@@ -52,6 +45,8 @@ class _FakeQuantSTE(torch.autograd.Function):
     max|x|/Qp, where x_max/s can exceed Qp by one ulp). ``s`` is clamped to EPS in the
     forward and the clamp is passed straight through, so a learned scale never gets stuck.
     Saves only ``x`` and ``s`` for backward (memory: no elementwise temporaries are kept).
+    The passes over the tensor are :func:`qbert.quant.kernels.ste_forward` /
+    :func:`~qbert.quant.kernels.ste_backward` (fused when compiled, see there).
     """
 
     @staticmethod
@@ -59,30 +54,15 @@ class _FakeQuantSTE(torch.autograd.Function):
         s = s.clamp_min(EPS)
         ctx.save_for_backward(x, s)
         ctx.cfg = (qmin, qmax, grad_scale, inside_step_grad, tol)
-        return (x / s).clamp_(qmin, qmax).round_().mul_(s)
+        return kernels.ste_forward(x, s, qmin, qmax)
 
     @staticmethod
     def backward(ctx, gy):
-        # Written for few passes over the tensor (fake-quant is memory-bound): with
-        # c = clamp(v), r = round(c) and the inside mask m, dy/ds = r - v*m covers the three
-        # cases at once (inside: round(v) - v; below: qmin; above: qmax), so
-        # sum(gy * dy/ds) = <gy, r> - <gy*m, v>; PACT (no inside term): <gy - gy*m, r>.
         x, s = ctx.saved_tensors
         qmin, qmax, grad_scale, inside_step_grad, tol = ctx.cfg
-        v = x / s
-        c = v.clamp(qmin, qmax)
-        if tol:
-            inside = (v >= qmin * (1 + tol)) & (v <= qmax * (1 + tol))
-        else:
-            inside = c == v
-        gx = gy * inside
-        gs = None
-        if ctx.needs_input_grad[1]:
-            r = c.round_()
-            if inside_step_grad:
-                gs = _sum_of_products(gy, r, s.shape) - _sum_of_products(gx, v, s.shape)
-            else:
-                gs = _sum_of_products(gy - gx, r, s.shape)
+        gx, gs = kernels.ste_backward(x, s, gy, qmin, qmax, inside_step_grad, tol,
+                                      need_gs=ctx.needs_input_grad[1])
+        if gs is not None:
             gs = gs * grad_scale
         if not ctx.needs_input_grad[0]:
             gx = None
@@ -223,12 +203,25 @@ class Quantizer(nn.Module):
         """(scale, dead-zone threshold or None) of :meth:`qparams`, under no_grad."""
         return self._step(x).clamp_min(EPS), None
 
-    def fake_quant(self, x: torch.Tensor) -> torch.Tensor:
-        """The fake-quantized x (fp32 in, fp32 out); sets ``self._last_step``."""
+    def ste_step(self, x: torch.Tensor) -> Tuple[torch.Tensor, float]:
+        """(step s, its gradient multiplier) for one forward of a uniform quantizer on fp32
+        ``x``, after this forward's state updates (EMA's running max); sets ``_last_step``.
+        ``fake_quant`` and the fused layers (:mod:`qbert.quant.fused`) both go through it."""
         s = self._step(x)
         self._last_step = s.detach().clamp_min(EPS)
-        return fake_quant_ste(x, s, self.qmin, self.qmax, grad_scale=self._grad_scale(x),
+        return s, self._grad_scale(x)
+
+    def fake_quant(self, x: torch.Tensor) -> torch.Tensor:
+        """The fake-quantized x (fp32 in, fp32 out); sets ``self._last_step``."""
+        s, grad_scale = self.ste_step(x)
+        return fake_quant_ste(x, s, self.qmin, self.qmax, grad_scale=grad_scale,
                               inside_step_grad=self._inside_step_grad, tol=self._range_tol)
+
+    @property
+    def uniform(self) -> bool:
+        """Whether the forward is the uniform STE of :meth:`ste_step` (False: TWN)."""
+        cls = type(self)
+        return cls.fake_quant is Quantizer.fake_quant and cls.forward is Quantizer.forward
 
     def scale_summary(self) -> torch.Tensor:
         """Mean step size (0-dim, detached) for logging; 0 before the first forward of a
@@ -288,8 +281,8 @@ class Quantizer(nn.Module):
         self._init_known = True
 
     # ----------------------------------------------------------------- forward
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
+    def ensure_initialized(self, xf: torch.Tensor) -> None:
+        """Initialise from fp32 ``xf`` unless already initialised (lazy, data-dependent)."""
         if not self._init_known:
             if not bool(self.initialized):
                 with torch.no_grad():
@@ -297,13 +290,21 @@ class Quantizer(nn.Module):
                     self._sync_initial_state()
                     self.initialized.fill_(1)
             self._init_known = True
-        y = self.fake_quant(xf)
+
+    def record_statistics(self, xf: torch.Tensor) -> None:
+        """In training with ``record_stats``: the fraction of ``xf`` outside the range."""
         if self.training and self.record_stats and self._last_step is not None:
             with torch.no_grad():
                 v = xf.detach() / self._last_step
                 tol = 1 + self._range_tol
                 outside = (v < self.qmin * tol) | (v > self.qmax * tol)
                 self.last_clip_fraction = outside.float().mean()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        self.ensure_initialized(xf)
+        y = self.fake_quant(xf)
+        self.record_statistics(xf)
         return y.to(x.dtype)
 
     def reset_initialization(self) -> None:

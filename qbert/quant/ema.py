@@ -53,13 +53,13 @@ class EMAQuantizer(Quantizer):
     def _set_amax(self, amax: torch.Tensor) -> None:
         self.running_max.copy_(amax)
 
-    def fake_quant(self, x: torch.Tensor) -> torch.Tensor:
+    def ste_step(self, x: torch.Tensor):
         if self.training:
             with torch.no_grad():
                 m = self.running_max.float()
                 m += (1 - self.ema_decay) * (self._batch_max(x) - m)
                 self.running_max.copy_(m)
-        return super().fake_quant(x)
+        return super().ste_step(x)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", ema_decay={self.ema_decay}"

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import fused
 from .base import Quantizer
 
 
@@ -55,8 +56,13 @@ class QuantLinear(_Maskable, nn.Linear):
                 q.bias.copy_(linear.bias)
         return q
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_quantizer is not None:
+    def forward(self, x: torch.Tensor, input_quantized: bool = False) -> torch.Tensor:
+        """``input_quantized``: ``x`` already went through the input quantizer (one
+        quantizer shared by several Linears that read the same tensor)."""
+        y = fused.quant_linear(self, x, input_quantized)  # same values, no quantized copies kept
+        if y is not None:
+            return y
+        if self.input_quantizer is not None and not input_quantized:
             x = self.input_quantizer(x)
         return F.linear(x, self.quantized_weight(), self.bias)
 
@@ -94,5 +100,8 @@ class QuantEmbedding(_Maskable, nn.Embedding):
         if self.max_norm is not None:
             with torch.no_grad():
                 torch.embedding_renorm_(self.weight, input, self.max_norm, self.norm_type)
+        y = fused.quant_embedding(self, input)  # the same values; quantizes only used rows
+        if y is not None:
+            return y
         return F.embedding(input, self.quantized_weight(), self.padding_idx, None,
                            self.norm_type, self.scale_grad_by_freq, self.sparse)

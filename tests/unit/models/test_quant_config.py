@@ -27,7 +27,8 @@ def test_pact_flags_help_and_defaults():
     assert "--ema-decay" not in helps  # fairseq's own flag (checkpoint EMA)
     assert FP_OVERRIDES == full_precision_args() == {
         "quant_groups": "", "weight_bits": 8, "weight_quantizer": "lsq", "act_bits": 0,
-        "act_quantizer": None, "lsq_per_channel": False, "pact_init_clip": None,
+        "act_quantizer": None, "lsq_per_channel": False, "shared_qkv_input_quantizer": False,
+        "pact_init_clip": None,
         "pact_lr_scale": None, "pact_weight_decay": None}
 
 
