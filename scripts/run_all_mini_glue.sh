@@ -18,7 +18,11 @@
 # (default: all eight), KD_EFFECT_SEEDS (default "1 2 3": the KD effect table is a mean over seeds),
 # PACT_TASKS (default SST-2: the seed's PACT table), KD_PARTS_FFN=1 (default) also runs the
 # seed's "FFN 2bit" KD-parts table, JOBS (parallel runs, default: number of CPUs),
-# RESULTS_DIR, TRAIN_SIZE (data, e.g. glue), and the QAT recipe variables of
+# RESULTS_DIR, TRAIN_SIZE (data, e.g. glue), AUG (auto: kd_effect and kd_parts get their
+# "KD + aug" column, the augmentation made with WORK_DIR/pretrain/model.pt, the masked LM the
+# teachers were fine-tuned from; 0: without it) and AUG_N AUG_TOP_K AUG_P AUG_SEED (defaults
+# 4, 15, 0.4, 1; each task's augmented split is written once into WORK_DIR/data/TASK-bin,
+# about 20-40 s a task here), and the QAT recipe variables of
 # scripts/lib/qat_runner.py (TOTAL_NUM_UPDATES, LR, SEED, ...; pretraining, data and
 # teachers keep their own defaults). Time on 2 CPU cores: see the README.
 set -euo pipefail

@@ -19,6 +19,11 @@ Subcommands::
         The FP baseline: fairseq-validate of TEACHER on DATA_BIN's dev set, recorded in
         RUN_DIR/result.json (+ DONE) like a QAT cell.
 
+    qat_runner.py aug-pretrained TEACHER
+        Prints the masked LM a KD + aug cell augments with (AUG_PRETRAINED, else the
+        pretrained model.pt TEACHER was fine-tuned from); prints nothing when there is none
+        (the family scripts then leave the KD + aug column out).
+
     qat_runner.py family --family F --task T --data-bin D --teacher X --out-dir O
                          [--device cpu|gpu] --cells CELLS.tsv
         One experiment family for one task (what scripts/<family>.sh calls): writes the
@@ -50,6 +55,17 @@ Defaults depend on DATA_KIND (``mini`` for mini-GLUE, ``real`` for GLUE; auto-de
 the size of DATA_BIN/input0/dict.txt when unset): mini = quant_roberta_tiny, 250 updates of
 batch 32 at LR 5e-4 (15-30 s a cell on one CPU core); real = quant_roberta_base with
 fairseq's per-task recipe (see RECIPES below; max 10 epochs, --max-tokens 4400).
+
+KD with augmented data (the "KD + aug" column of kd_effect / kd_parts): a cell whose flags hold
+``--train-subset train_aug`` trains on the task's train split plus its TinyBERT-style augmented
+rows (``qbert-augment --out-split``; with QAT_TRAIN_SIZE=N the split ``trainN`` is augmented).
+The runner writes that split into DATA_BIN once per task and parameter set (split
+``SOURCE_aug_nN_kK_pP_sSEED``; skipped when present) before the cell trains. Its parameters:
+AUG_N (variants per sentence, default 4), AUG_TOP_K (MLM candidates per word, 15), AUG_P
+(replacement probability, 0.4), AUG_SEED (1), AUG_PRETRAINED (the masked LM; default: the
+pretrained model.pt the teacher was fine-tuned from, its --restore-file), AUG_BATCH_SIZE (256).
+TinyBERT's N 20, K 15, P 0.4 with N scaled down: a mini QAT run (250 updates of 32) sees about
+one pass over train, so the augmented split is kept at ~5-9x train rather than ~20x.
 
 FP16=1 (DEVICE=gpu only) adds fairseq's recipe fp16 flags. KEEP_CHECKPOINTS: best (default;
 checkpoint_last.pt is deleted once a run is DONE), all, or none (also drop checkpoint_best.pt:
@@ -234,6 +250,8 @@ def spec_hash(spec: Dict) -> str:
     key["hparams"] = {k: v for k, v in spec["hparams"].items() if k != "LOG_INTERVAL"}  # logging only
     if spec.get("calib") is not None:  # calibrated cells (absent: the hashes of older runs stay)
         key["calib"] = spec["calib"]
+    if spec.get("augment") is not None:  # KD + aug cells: the augmented split's making
+        key["augment"] = spec["augment"]
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -380,6 +398,10 @@ def build_spec(kind: str, task: str, data_bin: str, teacher: str, device: str,
         if not qat_size.isdigit() or int(qat_size) < 1:
             raise RunnerError(f"QAT_TRAIN_SIZE={qat_size!r}: expected a number of train rows >= 1")
         extra = ["--train-subset", f"train{int(qat_size)}", *extra]
+    flags = list(flags)
+    augment = None
+    if kind == "qat" and AUG_SPLIT in _flag_values(flags, "--train-subset"):
+        flags, augment = augment_flags(flags, teacher, qat_size, os.environ if env is None else env)
     spec = {
         "kind": kind,
         "task": task,
@@ -394,7 +416,67 @@ def build_spec(kind: str, task: str, data_bin: str, teacher: str, device: str,
     }
     if calib is not None:
         spec["calib"] = list(calib)
+    if augment is not None:
+        spec["augment"] = augment
     return spec
+
+
+# ----------------------------------------------------------------------------------------
+# KD with augmented data
+# ----------------------------------------------------------------------------------------
+
+AUG_SPLIT = "train_aug"  # what a cell's --train-subset says; the runner names the real split
+# TinyBERT (arXiv 1909.10351, data_augmentation.py): N 20, K 15, P 0.4; N scaled to mini-GLUE
+AUG_DEFAULTS = {"AUG_N": "4", "AUG_TOP_K": "15", "AUG_P": "0.4", "AUG_SEED": "1"}
+
+
+def _flag_values(flags: Sequence[str], name: str) -> List[str]:
+    return [flags[i + 1] for i, f in enumerate(flags[:-1]) if f == name]
+
+
+def aug_pretrained(teacher: str, env=None) -> str:
+    """The masked LM of the augmentation: AUG_PRETRAINED, else the pretrained checkpoint the
+    teacher was fine-tuned from (its --restore-file), else "" (none known)."""
+    env = os.environ if env is None else env
+    if env.get("AUG_PRETRAINED", ""):
+        return os.path.abspath(env["AUG_PRETRAINED"])
+    init = teacher_init(teacher)
+    return os.path.abspath(init) if init != "scratch" and os.path.isfile(init) else ""
+
+
+def aug_params(env) -> Dict[str, object]:
+    """AUG_N, AUG_TOP_K, AUG_P, AUG_SEED (defaults AUG_DEFAULTS), checked."""
+    v = {k: (env.get(k, "") or d) for k, d in AUG_DEFAULTS.items()}
+    try:
+        out = {"n_aug": int(v["AUG_N"]), "top_k": int(v["AUG_TOP_K"]), "replace_prob": float(v["AUG_P"]),
+               "seed": int(v["AUG_SEED"])}
+    except ValueError:
+        raise RunnerError(f"AUG_N={v['AUG_N']} AUG_TOP_K={v['AUG_TOP_K']} AUG_P={v['AUG_P']} "
+                          f"AUG_SEED={v['AUG_SEED']}: expected integers (AUG_P a probability)") from None
+    if out["n_aug"] < 1 or out["top_k"] < 1 or not 0 <= out["replace_prob"] <= 1 or out["seed"] < 0:
+        raise RunnerError(f"AUG_N={out['n_aug']} AUG_TOP_K={out['top_k']} AUG_P={out['replace_prob']:g} "
+                          f"AUG_SEED={out['seed']}: need N, K >= 1, 0 <= P <= 1, seed >= 0")
+    return out
+
+
+def augment_flags(flags: Sequence[str], teacher: str, qat_size: str, env) -> Tuple[List[str], Dict]:
+    """A KD + aug cell's flags with ``--train-subset train_aug`` replaced by the augmented
+    split's real name, and the ``augment`` part of its spec (what makes that split)."""
+    params = aug_params(env)
+    pretrained = aug_pretrained(teacher, env)
+    if not pretrained:
+        raise RunnerError(f"KD + aug needs a pretrained masked LM with the data's dictionary: the teacher "
+                          f"{teacher} was not fine-tuned from one that exists; set AUG_PRETRAINED")
+    if not os.path.isfile(pretrained):
+        raise RunnerError(f"AUG_PRETRAINED={pretrained}: not found")
+    source = f"train{int(qat_size)}" if qat_size else "train"
+    split = (f"{source}_aug_n{params['n_aug']}_k{params['top_k']}_p{params['replace_prob']:g}"
+             f"_s{params['seed']}")
+    out = list(flags)
+    for i, f in enumerate(out[:-1]):
+        if f == "--train-subset" and out[i + 1] == AUG_SPLIT:
+            out[i + 1] = split
+    return out, dict(params, source=source, split=split, pretrained=pretrained)
 
 
 PTQ_CHECKPOINT = "ptq.pt"
@@ -437,7 +519,7 @@ def train_command(spec: Dict, run_dir: str) -> List[str]:
     h = spec["hparams"]
     flags = list(spec["flags"])
     cmd = [_find_tool("FAIRSEQ_TRAIN", "fairseq-train"), spec["data_bin"],
-           "--user-dir", USER_DIR, "--task", "sentence_prediction",
+           "--user-dir", USER_DIR, *([] if "--task" in flags else ["--task", "sentence_prediction"]),
            "--arch", h["ARCH"], "--finetune-from-model",
            os.path.join(run_dir, PTQ_CHECKPOINT) if spec.get("calib") is not None else spec["teacher"]]
     cmd += teacher_shape_args(spec["teacher"])
@@ -555,6 +637,61 @@ def _ensure_train_subset(spec: Dict) -> None:
         raise RunnerError(f"QAT_TRAIN_SIZE={size}: {lines[-1] if lines else 'subset failed'}")
 
 
+def _aug_split_present(data_bin: str, aug: Dict) -> bool:
+    path = os.path.join(data_bin, "augment", "augment.json")
+    if not (os.path.isfile(path) and os.path.isfile(os.path.join(data_bin, "input0", aug["split"] + ".bin"))):
+        return False
+    entry = read_json(path).get("splits", {}).get(aug["split"])
+    if entry is None:
+        return False
+    made = {k: entry.get(k) for k in ("n_aug", "top_k", "replace_prob", "seed", "source_split")}
+    want = {k: aug[k] for k in ("n_aug", "top_k", "replace_prob", "seed")}
+    if made != dict(want, source_split=aug["source"]):
+        raise RunnerError(f"{data_bin}: split {aug['split']} was made with {made}, not {want}; remove its "
+                          "files (input*/, label/, augment/) or use other AUG_* values")
+    return True
+
+
+def ensure_aug_split(spec: Dict, quiet: bool = False) -> Optional[float]:
+    """Write the augmented split a KD + aug cell trains on into DATA_BIN (qbert-augment
+    --out-split), once: skipped when present. Returns the seconds it took (None: skipped)."""
+    aug = spec.get("augment")
+    if aug is None:
+        return None
+    data_bin = spec["data_bin"]
+    with open(os.path.join(data_bin, ".augment.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one augmentation of a split at a time
+        if _aug_split_present(data_bin, aug):
+            return None
+        if aug["source"] != "train":  # QAT_TRAIN_SIZE: the subset first
+            _ensure_train_subset({"data_bin": data_bin, "flags": ["--train-subset", aug["source"]]})
+        cmd = [sys.executable, "-m", "fairseq_qbert.augment.cli", "--data", data_bin,
+               "--pretrained", aug["pretrained"], "--n-aug", str(aug["n_aug"]), "--top-k", str(aug["top_k"]),
+               "--replace-prob", repr(aug["replace_prob"]), "--seed", str(aug["seed"]),
+               "--split", aug["source"], "--out-split", aug["split"],
+               "--batch-size", os.environ.get("AUG_BATCH_SIZE", "") or "256"]
+        if spec["device"] == "gpu":
+            cmd += ["--device", "cuda"]
+        if not quiet:
+            print(f"[augment] {spec['task']}: {aug['source']} -> {aug['split']} "
+                  f"(N {aug['n_aug']}, K {aug['top_k']}, P {aug['replace_prob']:g}, seed {aug['seed']}, "
+                  f"{aug['pretrained']})", flush=True)
+        log_path = os.path.join(data_bin, "augment", aug["split"] + ".log")
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        start = time.time()
+        with open(log_path, "w", encoding="utf-8") as log:
+            log.write(f"# qat_runner {_now()}: {shlex.join(cmd)}\n")
+            log.flush()
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env(None))
+        if proc.returncode != 0:
+            raise RunnerError(f"qbert-augment exited with {proc.returncode} for {data_bin}; see {log_path}:\n"
+                              + _log_tail(log_path, 3))
+        seconds = time.time() - start
+        if not quiet:
+            print(f"[augment] {spec['task']}: {aug['split']} written ({seconds:.0f} s)", flush=True)
+        return seconds
+
+
 def execute(spec: Dict, run_dir: str, quiet: bool = False, threads: Optional[int] = None) -> Dict:
     """Run (or skip, or resume) one spec in ``run_dir``; returns its result.json content."""
     run_dir = os.path.abspath(run_dir)
@@ -578,6 +715,7 @@ def execute(spec: Dict, run_dir: str, quiet: bool = False, threads: Optional[int
         if spec["kind"] == "qat":
             check_teacher_arch(spec)
             _ensure_train_subset(spec)
+            ensure_aug_split(spec, quiet)
             cmds.append(train_command(spec, run_dir))
         else:
             cmds.append(validate_command(spec, ptq_path if spec["kind"] == "ptq" else None))
@@ -815,7 +953,8 @@ def run_family(family: str, task: str, data_bin: str, teacher: str, out_dir: str
         "cols": list(dict.fromkeys(c["col"] for c in cells)),
         "cells": [dict({"row": c["row"], "col": c["col"], "run": rel(runs[0][1]), "runs": [rel(d) for _, d in runs],
                         "flags": runs[0][0]["flags"]},
-                       **({"kind": c["kind"], "calib": c["calib"]} if c.get("calib") is not None else {}))
+                       **({"kind": c["kind"], "calib": c["calib"]} if c.get("calib") is not None else {}),
+                       **({"augment": runs[0][0]["augment"]} if runs[0][0].get("augment") else {}))
                   for c, runs in planned],
         "written": _now(),
     }
@@ -831,6 +970,13 @@ def run_family(family: str, task: str, data_bin: str, teacher: str, out_dir: str
         execute_baseline(base_spec, base_dir)
     except RunnerError as e:
         failures.append(("FP baseline", str(e)))
+    # KD + aug cells: their augmented split, once per task (skipped when DATA_BIN has it)
+    for spec in {s["augment"]["split"]: s for _, runs in planned for s, _ in runs if s.get("augment")}.values():
+        try:
+            ensure_aug_split(spec)
+        except RunnerError as e:
+            failures.append(("augmentation", str(e)))
+            print(f"[fail] augmentation: {str(e).splitlines()[0]}", file=sys.stderr, flush=True)
     # one run per distinct dir (two cells may share a run, e.g. identical settings)
     every = [(c, spec, d) for c, runs in planned + ([control] if control else []) for spec, d in runs]
     unique = list({item[2]: item for item in every}.values())  # run dir -> (cell, spec, dir)
@@ -887,6 +1033,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.add_argument("teacher")
         p.add_argument("run_dir")
         p.add_argument("device", nargs="?", default=os.environ.get("DEVICE", "cpu"), choices=("cpu", "gpu"))
+    p = sub.add_parser("aug-pretrained", help="print the masked LM a KD + aug cell would augment with "
+                       "(AUG_PRETRAINED, else the teacher's --restore-file); nothing when none exists")
+    p.add_argument("teacher")
     p = sub.add_parser("family", help="plan + FP baseline + every cell of one family for one task")
     p.add_argument("--family", required=True)
     p.add_argument("--task", required=True)
@@ -905,6 +1054,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.cmd == "run":
             spec = build_spec("qat", args.task, args.data_bin, args.teacher, args.device, extra)
             execute(spec, args.run_dir)
+        elif args.cmd == "aug-pretrained":
+            path = aug_pretrained(args.teacher)
+            if path:
+                print(path)
         elif args.cmd == "baseline":
             if extra:
                 raise RunnerError("baseline takes no extra flags")

@@ -12,8 +12,8 @@ the teacher). Written, in the layouts of the seed README:
 
     pact_sweep[_VARIANT]_TASK.md          Init Clip Value | LR Scale | Weight Decay | metric
     group_ablation[_VARIANT]_TASK.md      Layer/bit | FFN | EMB | QKV | ... | All Together
-    kd_effect_VARIANT.md                  Task | FP | -KD | KD | KD Effect | Diff with FP
-    kd_parts_VARIANT.md                   Task | FP | -KD | KD(Trm+Logits) | Logits | Trm | ...
+    kd_effect_VARIANT.md                  Task | FP | -KD | KD | [KD + aug] | KD Effect | Diff with FP
+    kd_parts_VARIANT.md                   Task | FP | -KD | KD(Trm+Logits) | [KD + aug] | Logits | Trm | ...
     ptq_grid[_VARIANT]_TASK.md            Setting | max | pct 99.99 | pct 99.999 | mse | entropy
     ptq_sequence[_VARIANT].md             Task | Setting | FP | PTQ | QAT (from PTQ) | QAT+KD (from PTQ)
                                           | QAT (default init)
@@ -22,10 +22,12 @@ the teacher). Written, in the layouts of the seed README:
 
 with a .json of every cell (value, run dir) and a .png plot next to each, and index.md.
 Values are "value(delta)": delta to the FP baseline (kd_parts: to the -KD column, as in the
-seed). Each header says the data kind (mini-GLUE or GLUE), the model, the recipe and the git
-commit(s) the runs were made at. A planned cell without a finished run is an error unless
---allow-missing (then it shows as "missing"). ``--only FAMILY`` makes the tables of one family
-only and merges their lines into an existing generated index.md (nothing else is touched).
+seed). "KD + aug" (when the family ran it): KD on train plus its TinyBERT-augmented rows (the
+runner's AUG_* parameters, named under the table). Each header says the data kind (mini-GLUE
+or GLUE), the model, the recipe and the git commit(s) the runs were made at. A planned cell
+without a finished run is an error unless --allow-missing (then it shows as "missing").
+``--only FAMILY`` makes the tables of one family only and merges their lines into an existing
+generated index.md (nothing else is touched).
 """
 from __future__ import annotations
 
@@ -167,10 +169,13 @@ class Plan:
             dirs = [os.path.join(out_dir, r) for r in control_runs]
             self.control_cell = Cell("control", "FP ctl", dirs, None, [load_result(x, self.metric) for x in dirs])
         self.cells: Dict[Tuple[str, str], Cell] = {}
+        self.augment: Dict[Tuple[str, str], Dict] = {}  # KD + aug cells: how their split was made
         for c in d["cells"]:
             dirs = [os.path.join(out_dir, r) for r in c.get("runs") or [c["run"]]]
             self.cells[(c["row"], c["col"])] = Cell(
                 c["row"], c["col"], dirs, c["flags"], [load_result(x, self.metric, c["flags"]) for x in dirs])
+            if c.get("augment"):
+                self.augment[(c["row"], c["col"])] = c["augment"]
 
     @property
     def table_name(self) -> str:
@@ -387,35 +392,53 @@ def table_groups(plan: Plan) -> Tuple[str, List[Dict]]:
     return body, cells
 
 
+AUG_COL = "KD + aug"
+
+
+def aug_note(plans: List[Plan]) -> str:
+    """What the KD + aug column is, with the augmentation's parameters (from the plans)."""
+    augs = [a for p in plans for (_, col), a in p.augment.items() if col == AUG_COL]
+    if not augs and not any(c == AUG_COL for p in plans for c in p.cols):
+        return ""
+    params = _one_or_mixed(f"N {a['n_aug']}, K {a['top_k']}, P {a['replace_prob']:g}, seed {a['seed']}"
+                           for a in augs)
+    models = sorted({os.path.join(os.path.basename(os.path.dirname(a["pretrained"])),
+                                  os.path.basename(a["pretrained"])) for a in augs})
+    sources = _one_or_mixed(a.get("source") for a in augs)
+    return (f" {AUG_COL} = the KD column's run trained on `{sources}` plus its TinyBERT-style augmented rows "
+            f"(`qbert-augment`: {params}; masked LM `{'`, `'.join(models) or '?'}`), same loss and updates "
+            "(`--task sentence_prediction_aug`: a label loss, if any, on original rows only).")
+
+
 def table_kd_effect(plans: List[Plan]) -> Tuple[str, List[Dict]]:
     cells, rows = [], []
     with_ctl = any(p.control_dir for p in plans)
+    with_aug = any(c == AUG_COL for p in plans for c in p.cols)
     for p in plans:
         (row,) = p.rows
         nokd = p.cells.get((row, "-KD"))
         kd = p.cells.get((row, "KD"))
+        aug = p.cells.get((row, AUG_COL))
         v0 = nokd.value if nokd else None
         v1 = kd.value if kd else None
+        va = aug.value if aug else None
         fp = p.fp
         effect = None if v0 is None or v1 is None else v1 - v0
         diff = None if fp is None or v1 is None else fp - v1
-        texts = [fmt(fp), fmt(v0), fmt(v1),
-                 "missing" if effect is None else signed(effect),
-                 "missing" if diff is None else f"{diff:.1f}"]
-        if with_ctl:
-            texts.insert(1, fmt_delta(p.ctl, fp))
-            cells.append(_cell_json(p.task, p.task, "FP ctl", p.ctl, texts[1], p.control_cell))
+        texts = [fmt(fp)] + ([fmt_delta(p.ctl, fp)] if with_ctl else []) + [fmt(v0), fmt(v1)] \
+            + ([fmt(va)] if with_aug else []) \
+            + ["missing" if effect is None else signed(effect), "missing" if diff is None else f"{diff:.1f}"]
         rows.append([p.task] + texts)
-        k = 1 if with_ctl else 0
-        for col, v, text, cell in (("FP", fp, texts[0], None), ("-KD", v0, texts[1 + k], nokd),
-                                   ("KD", v1, texts[2 + k], kd)):
+        shown = [("FP", fp, None)] + ([("FP ctl", p.ctl, p.control_cell)] if with_ctl else []) \
+            + [("-KD", v0, nokd), ("KD", v1, kd)] + ([(AUG_COL, va, aug)] if with_aug else [])
+        for (col, v, cell), text in zip(shown, texts):
             cells.append(_cell_json(p.task, p.task, col, v, text, cell,
                                     run_dir=p.baseline_dir if col == "FP" else None))
     metrics = ", ".join(f"{p.task}: {_metric_name(p.metric)}" for p in plans)
     body = (f"Metric per task: {metrics}. KD Effect = KD - (-KD); Diff with FP = FP - KD."
-            + (f" {CONTROL_NOTE}" if with_ctl else "") + "\n\n"
+            + aug_note(plans) + (f" {CONTROL_NOTE}" if with_ctl else "") + "\n\n"
             + md_table(["Task", "FP"] + (["FP ctl"] if with_ctl else []) +
-                       ["-KD", "KD", "KD Effect", "Diff with FP"], rows))
+                       ["-KD", "KD"] + ([AUG_COL] if with_aug else []) + ["KD Effect", "Diff with FP"], rows))
     return body, cells
 
 
@@ -442,7 +465,8 @@ def table_kd_parts(plans: List[Plan]) -> Tuple[str, List[Dict]]:
     metrics = ", ".join(f"{p.task}: {_metric_name(p.metric)}" for p in plans)
     ref = "-KD" if "-KD" in cols else "FP"
     body = (f"Metric per task: {metrics}. (delta) = change against the {ref} column"
-            + (" (FP ctl: against FP)." if with_ctl else ".") + (f" {CONTROL_NOTE}" if with_ctl else "") + "\n\n"
+            + (" (FP ctl: against FP)." if with_ctl else ".") + aug_note(plans)
+            + (f" {CONTROL_NOTE}" if with_ctl else "") + "\n\n"
             + md_table(["", "FP"] + (["FP ctl"] if with_ctl else []) + cols, rows))
     return body, cells
 
@@ -781,7 +805,8 @@ def make(out_dirs: Sequence[str], results_dir: str, allow_missing: bool = False,
                           [f"dev {p.metric}"], f"{title} (init clip / LR scale / weight decay)", png_path,
                           fp=[p.fp], ctl=[p.ctl])
             else:
-                cols = ["-KD", "KD"] if family == "kd_effect" else \
+                cols = ["-KD", "KD"] + ([AUG_COL] if any(AUG_COL in p.cols for p in group) else []) \
+                    if family == "kd_effect" else \
                     list(OrderedDict((c, None) for p in group for c in p.cols))
                 series = OrderedDict(
                     (c, [(p.cells.get((p.rows[0], c)).value if p.cells.get((p.rows[0], c)) else None)

@@ -91,6 +91,28 @@ kd_flags() {
   echo "--criterion kd_sentence_prediction --teacher-path $TEACHER --kd-parts $1"
 }
 
+# KD with augmented data (the "KD + aug" column of kd_effect / kd_parts): train on the task's
+# train split plus its TinyBERT-style augmented rows, the ground-truth loss on original rows only
+# (--task sentence_prediction_aug). The runner resolves train_aug to the split it writes into
+# DATA_BIN with qbert-augment (once per task; AUG_N AUG_TOP_K AUG_P AUG_SEED AUG_PRETRAINED).
+aug_flags() { echo "--task sentence_prediction_aug --train-subset train_aug"; }
+
+# aug_column: true when the KD + aug column is to be run. AUG=0: never; AUG=1: always (a cell
+# error when no masked LM is known); AUG=auto (default): when a pretrained masked LM is known
+# (AUG_PRETRAINED, or the pretrained model.pt the teacher was fine-tuned from).
+aug_column() {
+  case "${AUG:-auto}" in
+    0) return 1 ;;
+    1) return 0 ;;
+    auto)
+      if [[ -n "$("$PYTHON" "$RUNNER" aug-pretrained "$TEACHER" 2>/dev/null)" ]]; then return 0; fi
+      echo "note: no KD + aug column: the teacher was not fine-tuned from a pretrained masked LM; set" \
+        "AUG_PRETRAINED=model.pt (or AUG=0 to silence this)" >&2
+      return 1 ;;
+    *) echo "error: AUG=$AUG; expected auto, 0 or 1" >&2; exit 2 ;;
+  esac
+}
+
 # column label of a --kd-parts value, as in the seed tables
 kd_label() {
   case "$1" in

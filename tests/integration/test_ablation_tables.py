@@ -190,6 +190,8 @@ def test_seeds_run_every_cell_once_per_seed_and_tables_show_the_mean(tmp_path, m
     results = tmp_path / "results"
     r = family(mini_teacher, "kd_effect.sh", out, SEEDS="1 2", KD_PARTS="logits")
     assert r.stdout.count("[done]") == 7, r.stdout  # FP baseline + (-KD, KD, control) x 2 seeds
+    # a teacher trained from scratch: no masked LM to augment with, so no KD + aug column (AUG=auto)
+    assert "note: no KD + aug column" in r.stderr and "[augment]" not in r.stdout
     p = plan(out, "kd_effect_w2_EMB-QKV-FFN_kd-logits__SST-2.json")
     assert p["seeds"] == ["1", "2"] and len(p["control_runs"]) == 2
     F.run([F.PYTHON, F.SCRIPTS / "make_tables.py", out, "--results-dir", results, "--no-plots"])
