@@ -51,6 +51,10 @@ DEFAULT_CONFIGS = [
     ("W2 LSQ + KD (trm,logits)", "--quant-groups EMB,QKV,FFN --weight-bits 2", True, "FP32 + KD"),
 ]
 
+#: issue #12's targets on CPU: (configuration, step time <= x FP32, peak memory <= x FP32)
+TARGETS = [("W4 LSQ (EMB,QKV,FFN)", 1.05, 1.10), ("W4A8 LSQ (EMB,QKV,FFN)", 1.10, 1.10),
+           ("W2A8 LSQ (EMB,QKV,FFN)", 1.10, 1.10)]
+
 
 # ------------------------------------------------------------------------- child
 def _kd_losses():
@@ -244,7 +248,7 @@ def main():
     p.add_argument("--vocab", type=int, default=50265)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--steps", type=int, default=1, help="timed steps per process and round "
+    p.add_argument("--steps", type=int, default=2, help="timed steps per process and round "
                    "(the fastest counts; default %(default)s)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default %(default)s)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -313,20 +317,33 @@ def main():
         "* the KD rows distil as `--criterion kd_sentence_prediction --kd-parts trm,logits` does "
         "(teacher forward under no_grad, hidden + attention-score + logits losses); their base is FP32 + KD.",
         "",
-        "Config | flags | base | s/step | tokens/s | time vs base | peak MiB | memory vs base | warm-up s",
-        "-- | -- | -- | -- | -- | -- | -- | -- | --",
+        "Config | flags | base | s/step | tokens/s | time vs base | (rounds: min - max) | peak MiB | "
+        "memory vs base | warm-up s",
+        "-- | -- | -- | -- | -- | -- | -- | -- | -- | --",
     ]
+    ratios = {}
     for name, flags, _kd, base, *_ in configs:
         r = results[name]
         step = statistics.median(r["steps"])
         if base:
             b = base_runs[name]
-            ratio = statistics.median(q / p for q, p in zip(r["steps"], b["steps"]))
-            ratio_s, mem_s = f"{ratio:.2f}x", f"{r['peak_mib'] / b['peak_mib']:.2f}x"
+            per_round = [q / p for q, p in zip(r["steps"], b["steps"], strict=True)]
+            ratios[name] = (statistics.median(per_round), r["peak_mib"] / b["peak_mib"])
+            ratio_s, spread_s = f"{ratios[name][0]:.2f}x", f"{min(per_round):.2f} - {max(per_round):.2f}"
+            mem_s = f"{ratios[name][1]:.2f}x"
         else:
-            ratio_s = mem_s = "1.00x"
+            ratio_s, spread_s, mem_s = "1.00x", "", "1.00x"
         lines.append(f"{name} | `{flags or '(none)'}` | {base or '-'} | {step:.3f} | {tokens / step:.0f} | "
-                     f"{ratio_s} | {r['peak_mib']:.0f} | {mem_s} | {r['warmup_s']:.1f}")
+                     f"{ratio_s} | {spread_s} | {r['peak_mib']:.0f} | {mem_s} | {r['warmup_s']:.1f}")
+    targets = [(name, limit, mem) for name, limit, mem in TARGETS if name in ratios]
+    if targets and opts.arch == "quant_roberta_base" and opts.device == "cpu":
+        lines += ["", "## Targets (issue #12: ratios to FP32 in the same run, this CPU)", "",
+                  "config | step time target | measured | reached | peak memory target | measured | reached",
+                  "-- | -- | -- | -- | -- | -- | --"]
+        for name, limit, mem in targets:
+            t, m = ratios[name]
+            lines.append(f"{name} | <= {limit:.2f}x | {t:.2f}x | {'yes' if t <= limit else '**no**'} | "
+                         f"<= {mem:.2f}x | {m:.2f}x | {'yes' if m <= mem else '**no**'}")
     if profiles:
         lines += ["", "## Profile: where the time goes (torch.profiler, one step each, last round)", "",
                   "Operators by self CPU time; for the quantized rows the table is sorted by the time "
@@ -359,8 +376,10 @@ def main():
     if out is None and opts.arch == "quant_roberta_base" and opts.device == "cpu":
         out = DEFAULT_OUT
     if out and out != "-":
-        with open(out, "w") as f:
+        tmp = out + ".tmp"
+        with open(tmp, "w") as f:
             f.write(table)
+        os.replace(tmp, out)
 
 
 def _torch_threads() -> int:
