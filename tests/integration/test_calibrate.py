@@ -280,3 +280,42 @@ def test_a_sparse_checkpoint_calibrated_with_other_groups_is_refused(sparse_ptq,
     assert summary["sparsity"]["from"] == "the checkpoint's own masks"
     a, b = _load(sparse_ptq[1])["model"], _load(out / "y.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a if k.endswith(".weight_mask"))
+
+
+def _hand_mcc(pred, target) -> float:
+    """Matthews correlation, 100 x (TP TN - FP FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN))."""
+    tp = float(((pred == 1) & (target == 1)).sum())
+    tn = float(((pred == 0) & (target == 0)).sum())
+    fp = float(((pred == 1) & (target == 0)).sum())
+    fn = float(((pred == 0) & (target == 1)).sum())
+    den = ((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)) ** 0.5
+    return 100.0 * (tp * tn - fp * fn) / den if den else 0.0
+
+
+def test_report_mcc_checkpoints_are_evaluated_by_mcc(mini_teacher, tmp_path):
+    """A checkpoint trained with --report-mcc (CoLA's recipe) is scored by MCC: evaluate()
+    returns fairseq's derived scalar (not the criterion's pred/targ lists), equal to the MCC of
+    the model's own dev predictions."""
+    from fairseq_qbert.calib.ptq import evaluate
+    from fairseq_qbert.lat.search_cli import load_model
+
+    state = torch.load(mini_teacher.checkpoint, weights_only=False)
+    state["cfg"]["criterion"]["report_mcc"] = True  # fairseq saves cfg as plain containers
+    path = tmp_path / "mcc.pt"
+    torch.save(state, path)
+    _state, _args, task, model, criterion, metric = load_model(str(path), str(mini_teacher.data_bin))
+    assert metric == "mcc"
+    values = evaluate(model, task, criterion, "valid", 64, torch.device("cpu"))
+    assert isinstance(values["mcc"], float)
+    dataset = task.dataset("valid")
+    preds, targets = [], []
+    with torch.no_grad():
+        for start in range(0, len(dataset), 64):
+            sample = dataset.collater([dataset[i] for i in range(start, min(start + 64, len(dataset)))])
+            logits = model(**sample["net_input"], features_only=True,
+                           classification_head_name=criterion.classification_head_name)[0]
+            preds.append(logits.argmax(-1))
+            targets.append(sample["target"].view(-1))
+    pred, target = torch.cat(preds), torch.cat(targets)
+    assert values["mcc"] == pytest.approx(_hand_mcc(pred, target), abs=0.051)
+    assert values["mcc"] > 50  # the trained teacher is far from chance
