@@ -494,8 +494,8 @@ def table_ptq_grid(plan: Plan) -> Tuple[str, List[Dict]]:
     return fp_lines(plan) + PTQ_NOTE + "\n\n" + md_table(["Setting"] + cols, rows), cells
 
 
-def table_ptq_sequence(plans: List[Plan]) -> Tuple[str, List[Dict]]:
-    """NVIDIA's BERT sequence per task and setting: FP | PTQ | QAT (from PTQ) | QAT+KD | QAT."""
+def _task_row_table(plans: List[Plan], row_header: str, note: str) -> Tuple[str, List[Dict]]:
+    """Cross-task table, one line per task and row: Task | ROW_HEADER | FP | columns... | FP ctl."""
     cols = list(OrderedDict((c, None) for p in plans for c in p.cols))
     with_ctl = any(p.control_dir for p in plans)
     cells, rows = [], []
@@ -514,13 +514,20 @@ def table_ptq_sequence(plans: List[Plan]) -> Tuple[str, List[Dict]]:
                 cells.append(_cell_json(p.task, r, "FP ctl", p.ctl, out[-1], p.control_cell))
             rows.append(out)
     metrics = ", ".join(f"{p.task}: {_metric_name(p.metric)}" for p in plans)
-    body = (f"Metric per task: {metrics}. (delta) = change against FP. PTQ = `qbert-calibrate` of the "
-            "FP teacher, evaluated as is; \"from PTQ\" = QAT started from a calibration of the teacher "
-            "(`fairseq-train --finetune-from-model PTQ.pt`); \"default init\" = QAT started from the FP "
-            "teacher, quantizers initialised from the first batch."
-            + (f" {CONTROL_NOTE}" if with_ctl else "") + "\n\n"
-            + md_table(["Task", "Setting", "FP"] + cols + (["FP ctl"] if with_ctl else []), rows))
+    body = (f"Metric per task: {metrics}. {note}" + (f" {CONTROL_NOTE}" if with_ctl else "") + "\n\n"
+            + md_table(["Task", row_header, "FP"] + cols + (["FP ctl"] if with_ctl else []), rows))
     return body, cells
+
+
+PTQ_SEQUENCE_NOTE = ("(delta) = change against FP. PTQ = `qbert-calibrate` of the FP teacher, evaluated as "
+                     "is; \"from PTQ\" = QAT started from a calibration of the teacher (`fairseq-train "
+                     "--finetune-from-model PTQ.pt`); \"default init\" = QAT started from the FP teacher, "
+                     "quantizers initialised from the first batch.")
+
+
+def table_ptq_sequence(plans: List[Plan]) -> Tuple[str, List[Dict]]:
+    """NVIDIA's BERT sequence per task and setting: FP | PTQ | QAT (from PTQ) | QAT+KD | QAT."""
+    return _task_row_table(plans, "Setting", PTQ_SEQUENCE_NOTE)
 
 
 SPARSITY_NOTE = ("2:4 = NVIDIA ASP's m4n2_1d masks (of every 4 consecutive input weights of a row, "
@@ -534,27 +541,7 @@ SPARSITY_NOTE = ("2:4 = NVIDIA ASP's m4n2_1d masks (of every 4 consecutive input
 
 def table_sparsity(plans: List[Plan]) -> Tuple[str, List[Dict]]:
     """Per task and sparse group set: FP | 2:4 FP | 2:4 + QAT ... | FP ctl."""
-    cols = list(OrderedDict((c, None) for p in plans for c in p.cols))
-    with_ctl = any(p.control_dir for p in plans)
-    cells, rows = [], []
-    for p in plans:
-        for r in p.rows:
-            out = [p.task, r, fmt(p.fp)]
-            cells.append(_cell_json(p.task, r, "FP", p.fp, fmt(p.fp), None, run_dir=p.baseline_dir))
-            for c in cols:
-                cell = p.cells.get((r, c))
-                v = cell.value if cell else None
-                text = fmt_delta(v, p.fp) if cell else NOT_APPLICABLE
-                out.append(text)
-                cells.append(_cell_json(p.task, r, c, v, text, cell))
-            if with_ctl:
-                out.append(fmt_delta(p.ctl, p.fp))
-                cells.append(_cell_json(p.task, r, "FP ctl", p.ctl, out[-1], p.control_cell))
-            rows.append(out)
-    metrics = ", ".join(f"{p.task}: {_metric_name(p.metric)}" for p in plans)
-    body = (f"Metric per task: {metrics}. {SPARSITY_NOTE}" + (f" {CONTROL_NOTE}" if with_ctl else "") + "\n\n"
-            + md_table(["Task", "2:4 groups", "FP"] + cols + (["FP ctl"] if with_ctl else []), rows))
-    return body, cells
+    return _task_row_table(plans, "2:4 groups", SPARSITY_NOTE)
 
 
 def plot_ptq_grid(plan: Plan, path: str):
