@@ -29,20 +29,24 @@ import sys
 from typing import Iterator, List, Optional, Sequence
 
 from .glue_tasks import TASK_NAMES, UnknownTaskError, get_task, parse_tasks
-from .mini_glue import DEFAULT_SEED, _positive_int, _split_rows
+from .lexicon import Lexicon
+from .mini_glue import (DEFAULT_ALIAS_PROB, DEFAULT_ALIASES, DEFAULT_SEED, _positive_int, _split_rows,
+                        add_lexicon_args, world_lexicon)
 
 DEFAULT_SENTENCES_PER_TASK = 20000
 DEFAULT_VALID_SENTENCES_PER_TASK = 500
 
 
-def task_sentences(task: str, n_rows: int, seed: int, stream: str) -> Iterator[str]:
+def task_sentences(task: str, n_rows: int, seed: int, stream: str,
+                   lexicon: Optional[Lexicon] = None) -> Iterator[str]:
     """Text fields of ``n_rows`` unlabeled examples of ``task`` from stream ``stream``.
 
     Pair tasks give both sentences of a row, on consecutive lines. CoLA keeps only rows
-    labelled acceptable (``1``); every other task's label column is dropped unread.
+    labelled acceptable (``1``); every other task's label column is dropped unread. With
+    ``lexicon``, content words are replaced by their aliases as in the dev splits.
     """
     spec = get_task(task)
-    for row in _split_rows(spec.name, stream, n_rows, seed):
+    for row in _split_rows(spec.name, stream, n_rows, seed, lexicon, aliased=True):
         if spec.name == "CoLA" and row[spec.label_column - 1] != "1":
             continue
         for col in spec.input_columns:
@@ -54,17 +58,19 @@ def task_sentences(task: str, n_rows: int, seed: int, stream: str) -> Iterator[s
 def write_corpus(out_dir: str, tasks: Sequence[str] | str = "all",
                  rows_per_task: int = DEFAULT_SENTENCES_PER_TASK,
                  valid_rows_per_task: int = DEFAULT_VALID_SENTENCES_PER_TASK,
-                 seed: int = DEFAULT_SEED) -> List[str]:
+                 seed: int = DEFAULT_SEED, aliases: int = DEFAULT_ALIASES,
+                 alias_prob: float = DEFAULT_ALIAS_PROB) -> List[str]:
     """Write OUT/train.txt and OUT/valid.txt; returns their paths.
 
     Tasks are interleaved row by row so that every block of ``--tokens-per-sample``
     tokens mixes the tasks' domains, as a shuffled web corpus would.
     """
     names = parse_tasks(tasks)
+    lexicon = world_lexicon(aliases, alias_prob, seed)
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for split, n_rows in (("train", rows_per_task), ("valid", valid_rows_per_task)):
-        per_task = [list(task_sentences(t, n_rows, seed, f"pretrain-{split}")) for t in names]
+        per_task = [list(task_sentences(t, n_rows, seed, f"pretrain-{split}", lexicon)) for t in names]
         path = os.path.join(out_dir, f"{split}.txt")
         with open(path, "w", encoding="utf-8", newline="\n") as f:
             longest = max(len(s) for s in per_task)
@@ -88,13 +94,14 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> int:
                         help="generated examples per task for train.txt (pair tasks give 2 lines each)")
     parser.add_argument("--valid-sentences-per-task", type=_positive_int,
                         default=DEFAULT_VALID_SENTENCES_PER_TASK)
+    add_lexicon_args(parser)
     args = parser.parse_args(argv)
     try:
         parse_tasks(args.tasks)
     except UnknownTaskError as e:
         parser.exit(2, f"error: {e}\n")
     for path in write_corpus(args.out_dir, args.tasks, args.sentences_per_task,
-                             args.valid_sentences_per_task, args.seed):
+                             args.valid_sentences_per_task, args.seed, args.aliases, args.alias_prob):
         with open(path, encoding="utf-8") as f:
             print(f"{path}: {sum(1 for _ in f)} lines")
     return 0

@@ -47,11 +47,15 @@ import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .glue_tasks import TASK_NAMES, UnknownTaskError, get_task, parse_tasks
+from .lexicon import Lexicon, rewrite_columns
 
 DEFAULT_TRAIN_SIZE = 8000
 DEFAULT_DEV_SIZE = 1000
 DEFAULT_TEST_SIZE = 500
 DEFAULT_SEED = 1
+# The latent lexicon (qbert.data.lexicon): 0 aliases = off, the original mini-GLUE.
+DEFAULT_ALIASES = 0
+DEFAULT_ALIAS_PROB = 0.5
 # Rows in the real GLUE train sets. ``--train-size glue`` uses these, capped at
 # ``--max-train-size`` (default DEFAULT_TRAIN_SIZE): the small tasks keep GLUE's sizes
 # (RTE 2490, MRPC 3668, STS-B 5749), where fine-tuning leans most on pretraining.
@@ -846,14 +850,59 @@ GENERATORS: Dict[str, Gen] = {
 assert tuple(GENERATORS) == TASK_NAMES
 
 
-def _split_rows(task: str, split: str, n: int, seed: int) -> List[List[str]]:
+# Words the generators make in code rather than list in a constant (plurals of THINGS, ...).
+_CODE_WORDS = [t + "s" for t in THINGS] + ["felt", "home", "stayed", "surprised", "waited"]
+
+
+def world_vocabulary() -> List[str]:
+    """Every word the generators can write: the module's word-list constants and _CODE_WORDS."""
+    words = set(_CODE_WORDS)
+
+    def harvest(obj):
+        if isinstance(obj, str):
+            words.update(obj.split())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            for x in obj:
+                harvest(x)
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                harvest(k)
+                harvest(v)
+
+    for name, value in globals().items():
+        if name.isupper() and not name.startswith("_"):
+            harvest(value)
+    return sorted(words)
+
+
+def world_lexicon(aliases: int, prob: float = DEFAULT_ALIAS_PROB, seed: int = DEFAULT_SEED) -> Optional[Lexicon]:
+    """The latent lexicon of mini-GLUE ``seed`` (None when ``aliases`` is 0)."""
+    return Lexicon(world_vocabulary(), aliases, prob, seed) if aliases else None
+
+
+def _split_rows(task: str, split: str, n: int, seed: int, lexicon: Optional[Lexicon] = None,
+                aliased: Optional[bool] = None) -> List[List[str]]:
+    """``n`` rows of ``task``'s ``split``; with ``lexicon``, the text columns of every split
+    but train (or as ``aliased`` says) are rewritten with aliases from their own stream."""
     spec = get_task(task)
     kind = "test" if spec.is_test(split) else ("dev" if split in spec.dev_splits else "train")
     # str seeds are hashed with sha512 by random.Random: stable across processes/platforms.
     rng = random.Random(f"mini-glue:{seed}:{task}:{split}")
     if task == "MNLI":
-        return gen_mnli(rng, n, kind, mismatched=split.endswith("mismatched"))
-    return GENERATORS[task](rng, n, kind)
+        rows = gen_mnli(rng, n, kind, mismatched=split.endswith("mismatched"))
+    else:
+        rows = GENERATORS[task](rng, n, kind)
+    if aliased is None:
+        aliased = kind != "train"
+    if lexicon is None or not aliased:
+        return rows
+    alias_rng = random.Random(f"mini-glue:{seed}:{task}:{split}:aliases")
+    rows = rewrite_columns(lexicon, rows, spec.columns(split), alias_rng)
+    if task == "MNLI":  # the parse columns follow their rewritten sentences
+        for row in rows:
+            prem, hyp = row[8], row[9]
+            row[4:8] = [_binary_parse(prem), _binary_parse(hyp), _parse(prem), _parse(hyp)]
+    return rows
 
 
 def train_rows(task: str, train_size, max_train_size: int = DEFAULT_TRAIN_SIZE) -> int:
@@ -866,8 +915,10 @@ def train_rows(task: str, train_size, max_train_size: int = DEFAULT_TRAIN_SIZE) 
 
 def write_task(out_dir: str, task: str, train_size=DEFAULT_TRAIN_SIZE,
                dev_size: int = DEFAULT_DEV_SIZE, test_size: int = DEFAULT_TEST_SIZE,
-               seed: int = DEFAULT_SEED, max_train_size: int = DEFAULT_TRAIN_SIZE) -> List[str]:
-    """Write OUT/TASK/*.tsv; returns the written paths."""
+               seed: int = DEFAULT_SEED, max_train_size: int = DEFAULT_TRAIN_SIZE,
+               lexicon: Optional[Lexicon] = None) -> List[str]:
+    """Write OUT/TASK/*.tsv; returns the written paths. With ``lexicon`` (``world_lexicon``),
+    dev and test use the aliases, train only the base words."""
     spec = get_task(task)
     train_size = train_rows(spec.name, train_size, max_train_size)
     task_dir = os.path.join(out_dir, spec.name)
@@ -875,7 +926,7 @@ def write_task(out_dir: str, task: str, train_size=DEFAULT_TRAIN_SIZE,
     paths = []
     for split in spec.splits:
         n = test_size if spec.is_test(split) else (dev_size if split in spec.dev_splits else train_size)
-        rows = _split_rows(spec.name, split, n, seed)
+        rows = _split_rows(spec.name, split, n, seed, lexicon)
         header = spec.header(split)
         lines = []
         if header is not None:
@@ -893,9 +944,12 @@ def write_task(out_dir: str, task: str, train_size=DEFAULT_TRAIN_SIZE,
 
 def generate(out_dir: str, tasks: Sequence[str] | str = "all", train_size=DEFAULT_TRAIN_SIZE,
              dev_size: int = DEFAULT_DEV_SIZE, test_size: int = DEFAULT_TEST_SIZE,
-             seed: int = DEFAULT_SEED, max_train_size: int = DEFAULT_TRAIN_SIZE) -> Dict[str, List[str]]:
+             seed: int = DEFAULT_SEED, max_train_size: int = DEFAULT_TRAIN_SIZE,
+             aliases: int = DEFAULT_ALIASES, alias_prob: float = DEFAULT_ALIAS_PROB) -> Dict[str, List[str]]:
     names = parse_tasks(tasks)
-    return {t: write_task(out_dir, t, train_size, dev_size, test_size, seed, max_train_size) for t in names}
+    lexicon = world_lexicon(aliases, alias_prob, seed)
+    return {t: write_task(out_dir, t, train_size, dev_size, test_size, seed, max_train_size, lexicon)
+            for t in names}
 
 
 def _positive_int(text: str) -> int:
@@ -917,6 +971,37 @@ def _train_size(text: str):
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'glue', got {text!r}") from None
 
 
+def _probability(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1], got {text!r}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def add_lexicon_args(parser: argparse.ArgumentParser) -> None:
+    """--aliases / --alias-prob, shared with qbert.data.mini_corpus (same values must be
+    given to both: the corpus has to teach the aliases the dev splits use)."""
+    parser.add_argument("--aliases", type=_non_negative_int, default=DEFAULT_ALIASES,
+                        help="made-up synonyms per content word (qbert.data.lexicon): dev/test and "
+                             "the pretraining corpus use them, train does not; 0 (default): off")
+    parser.add_argument("--alias-prob", type=_probability, default=DEFAULT_ALIAS_PROB,
+                        help=f"probability that a content word is replaced by an alias "
+                             f"(default {DEFAULT_ALIAS_PROB})")
+
+
 def cli_main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="qbert-mini-glue",
@@ -934,14 +1019,16 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--dev-size", type=_positive_int, default=DEFAULT_DEV_SIZE,
                         help="rows per dev split (MNLI: each of dev_matched, dev_mismatched)")
     parser.add_argument("--test-size", type=_positive_int, default=DEFAULT_TEST_SIZE)
+    add_lexicon_args(parser)
     args = parser.parse_args(argv)
     try:
         tasks = parse_tasks(args.tasks)
     except UnknownTaskError as e:
         parser.exit(2, f"error: {e}\n")
+    lexicon = world_lexicon(args.aliases, args.alias_prob, args.seed)
     for t in tasks:
         paths = write_task(args.out_dir, t, args.train_size, args.dev_size, args.test_size, args.seed,
-                           args.max_train_size)
+                           args.max_train_size, lexicon)
         print(f"{t}: " + " ".join(os.path.basename(p) for p in paths) + f" -> {os.path.join(args.out_dir, t)}")
     return 0
 
