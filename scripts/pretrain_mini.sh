@@ -52,7 +52,7 @@ esac
 mkdir -p "$OUT"
 if [[ ! -f "$OUT/corpus-bin/dict.txt" ]]; then
   "$PYTHON" -m qbert.data.mini_corpus --out-dir "$OUT/corpus" --seed "$SEED" \
-    --sentences-per-task "$SENTENCES_PER_TASK" --aliases "${ALIASES:-0}" --alias-prob "${ALIAS_PROB:-0.5}"
+    --sentences-per-task "$SENTENCES_PER_TASK" --aliases "${ALIASES:-0}" --alias-prob "${ALIAS_PROB:-0.5}" --glosses "${GLOSSES:-40}"
   rm -rf "$OUT/corpus-bin.tmp"
   "$(tool fairseq-preprocess)" --only-source --trainpref "$OUT/corpus/train.txt" \
     --validpref "$OUT/corpus/valid.txt" --destdir "$OUT/corpus-bin.tmp" --workers 2 >/dev/null

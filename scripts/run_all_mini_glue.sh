@@ -50,9 +50,25 @@ KD_EFFECT_SEEDS=${KD_EFFECT_SEEDS:-"1 2 3"}
 RESULTS_DIR=${RESULTS_DIR:-$REPO_DIR/results}
 export JOBS=${JOBS:-$(nproc 2>/dev/null || echo 1)}
 export DATA_KIND=mini
+# The latent lexicon (qbert.data.lexicon, README "Mini-GLUE results"): dev/test and the
+# pretraining corpus use ALIASES made-up synonyms per content word, train does not. Data,
+# corpus and teachers of one WORK_DIR must share it: WORK_DIR/lexicon records it.
+export ALIASES=${ALIASES:-4} ALIAS_PROB=${ALIAS_PROB:-0.5}
 S=$REPO_DIR/scripts
 EXP=$WORK/exp
 mkdir -p "$WORK"
+LEXICON="aliases=$ALIASES alias_prob=$ALIAS_PROB"
+if [[ -f "$WORK/lexicon" ]]; then
+  if [[ "$(cat "$WORK/lexicon")" != "$LEXICON" ]]; then
+    echo "error: ALIASES/ALIAS_PROB: $WORK was made with '$(cat "$WORK/lexicon")', not '$LEXICON'; use another WORK_DIR" >&2
+    exit 2
+  fi
+elif [[ "$ALIASES" != 0 && ( -d "$WORK/data" || -d "$WORK/pretrain" ) ]]; then
+  echo "error: ALIASES=$ALIASES: $WORK holds data made without the latent lexicon; use another WORK_DIR or ALIASES=0" >&2
+  exit 2
+else
+  echo "$LEXICON" > "$WORK/lexicon"
+fi
 T0=$SECONDS
 stamp() { echo "[$(date +%T)] +$((SECONDS - T0)) s: $*"; }
 

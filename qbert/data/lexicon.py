@@ -17,9 +17,13 @@ by one of its aliases drawn uniformly:
 * the labeled train splits are not (they use only the base words: a GLUE-sized train split
   covers part of the vocabulary, the dev split all of it).
 
-A masked LM pretrained on the corpus sees every alias in exactly the contexts of its base
-word, so it can learn that they are interchangeable (distributional semantics); the
-labels' meaning never changes, because aliases are synonyms. Function words (determiners,
+The corpus also holds *glosses*, sentences that state an alias's meaning ("fezamu means
+good ."), as a dictionary or an encyclopedia does in a real pretraining corpus: in the
+mini-GLUE world, every word of a class occurs in the same contexts as every other (the
+generators draw them independently), so co-occurrence alone shows that an alias is *an*
+adjective, not *which* one; real text reveals it through coordination, definitions and
+paraphrase. A masked LM pretrained on the corpus can learn each alias's base word from
+them; the labels' meaning never changes, because aliases are synonyms. Function words (determiners,
 auxiliaries, negators, prepositions, wh-words, punctuation) are never aliased: the rules
 the tasks test are written with them.
 
@@ -120,6 +124,24 @@ class Lexicon:
     def table(self) -> Dict[str, Tuple[str, ...]]:
         """Every alias, by base word."""
         return dict(self._table)
+
+
+GLOSS_TEMPLATES = (
+    "{alias} means {word} .",
+    "{word} means {alias} .",
+    "to say {word} , some say {alias} .",
+    "{alias} is another word for {word} .",
+)
+
+
+def glosses(lexicon: Lexicon, per_alias: int, rng: random.Random) -> List[str]:
+    """``per_alias`` gloss sentences for every alias (templates drawn from
+    GLOSS_TEMPLATES), in a shuffled order."""
+    lines = [rng.choice(GLOSS_TEMPLATES).format(alias=alias, word=word)
+             for word, aliases in sorted(lexicon.table().items()) for alias in aliases
+             for _ in range(per_alias)]
+    rng.shuffle(lines)
+    return lines
 
 
 def rewrite_columns(lexicon: Lexicon, rows: Sequence[List[str]], columns: Sequence[int],

@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 from typing import Iterator, List, Optional, Sequence
 
 from .glue_tasks import TASK_NAMES, UnknownTaskError, get_task, parse_tasks
 from .lexicon import Lexicon
-from .mini_glue import (DEFAULT_ALIAS_PROB, DEFAULT_ALIASES, DEFAULT_SEED, _positive_int, _split_rows,
-                        add_lexicon_args, world_lexicon)
+from .lexicon import glosses as gloss_lines
+from .mini_glue import (DEFAULT_ALIAS_PROB, DEFAULT_ALIASES, DEFAULT_SEED, _non_negative_int, _positive_int,
+                        _split_rows, add_lexicon_args, world_lexicon)
 
 DEFAULT_SENTENCES_PER_TASK = 20000
 DEFAULT_VALID_SENTENCES_PER_TASK = 500
+DEFAULT_GLOSSES = 40  # gloss sentences per alias in train.txt (qbert.data.lexicon.glosses)
 
 
 def task_sentences(task: str, n_rows: int, seed: int, stream: str,
@@ -59,11 +62,12 @@ def write_corpus(out_dir: str, tasks: Sequence[str] | str = "all",
                  rows_per_task: int = DEFAULT_SENTENCES_PER_TASK,
                  valid_rows_per_task: int = DEFAULT_VALID_SENTENCES_PER_TASK,
                  seed: int = DEFAULT_SEED, aliases: int = DEFAULT_ALIASES,
-                 alias_prob: float = DEFAULT_ALIAS_PROB) -> List[str]:
+                 alias_prob: float = DEFAULT_ALIAS_PROB, glosses: int = DEFAULT_GLOSSES) -> List[str]:
     """Write OUT/train.txt and OUT/valid.txt; returns their paths.
 
     Tasks are interleaved row by row so that every block of ``--tokens-per-sample``
-    tokens mixes the tasks' domains, as a shuffled web corpus would.
+    tokens mixes the tasks' domains, as a shuffled web corpus would. With ``aliases``,
+    ``glosses`` gloss sentences per alias (one in valid) are spread evenly over train.txt.
     """
     names = parse_tasks(tasks)
     lexicon = world_lexicon(aliases, alias_prob, seed)
@@ -71,13 +75,21 @@ def write_corpus(out_dir: str, tasks: Sequence[str] | str = "all",
     paths = []
     for split, n_rows in (("train", rows_per_task), ("valid", valid_rows_per_task)):
         per_task = [list(task_sentences(t, n_rows, seed, f"pretrain-{split}", lexicon)) for t in names]
+        lines = [sentences[i] for i in range(max(len(s) for s in per_task))
+                 for sentences in per_task if i < len(sentences)]
+        if lexicon is not None and glosses:
+            extra = gloss_lines(lexicon, glosses if split == "train" else 1,
+                                random.Random(f"mini-glue:{seed}:glosses:{split}"))
+            every = max(1, len(lines) // len(extra))
+            merged = []
+            for i, line in enumerate(lines):
+                merged.append(line)
+                if i % every == every - 1 and extra:
+                    merged.append(extra.pop())
+            lines = merged + extra
         path = os.path.join(out_dir, f"{split}.txt")
         with open(path, "w", encoding="utf-8", newline="\n") as f:
-            longest = max(len(s) for s in per_task)
-            for i in range(longest):
-                for sentences in per_task:
-                    if i < len(sentences):
-                        f.write(sentences[i] + "\n")
+            f.writelines(line + "\n" for line in lines)
         paths.append(path)
     return paths
 
@@ -95,13 +107,16 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--valid-sentences-per-task", type=_positive_int,
                         default=DEFAULT_VALID_SENTENCES_PER_TASK)
     add_lexicon_args(parser)
+    parser.add_argument("--glosses", type=_non_negative_int, default=DEFAULT_GLOSSES,
+                        help=f"gloss sentences per alias in train.txt ('ALIAS means WORD .'; "
+                             f"default {DEFAULT_GLOSSES}; with --aliases only)")
     args = parser.parse_args(argv)
     try:
         parse_tasks(args.tasks)
     except UnknownTaskError as e:
         parser.exit(2, f"error: {e}\n")
     for path in write_corpus(args.out_dir, args.tasks, args.sentences_per_task,
-                             args.valid_sentences_per_task, args.seed, args.aliases, args.alias_prob):
+                             args.valid_sentences_per_task, args.seed, args.aliases, args.alias_prob, args.glosses):
         with open(path, encoding="utf-8") as f:
             print(f"{path}: {sum(1 for _ in f)} lines")
     return 0

@@ -119,3 +119,29 @@ def test_cli_lexicon_flags(tmp_path):
         return [w for line in lines for w in line.split("\t")[0].split()]
     assert all(lexicon.base_of(w) == w for w in words("train"))
     assert all(lexicon.base_of(w) != w for w in words("dev") if lx.is_content_word(w))  # prob 1
+
+
+def test_corpus_glosses_state_every_alias_meaning(tmp_path):
+    lexicon = mini_glue.world_lexicon(2, 0.5, seed=1)
+    train, valid = mini_corpus.write_corpus(str(tmp_path / "c"), "SST-2", 50, 5, seed=1, aliases=2, glosses=3)
+    templates = [t.split() for t in lx.GLOSS_TEMPLATES]
+
+    def gloss_pairs(path):
+        pairs = []
+        for line in open(path).read().splitlines():
+            toks = line.split()
+            for t in templates:
+                if len(t) == len(toks) and all(a == b or a in ("{alias}", "{word}") for a, b in zip(t, toks)):
+                    slot = [b for a, b in zip(t, toks) if a in ("{alias}", "{word}")]
+                    pairs.append(tuple(sorted(slot)))
+                    break
+        return pairs
+
+    pairs = gloss_pairs(train)
+    every_alias = [tuple(sorted((a, w))) for w, aliases in lexicon.table().items() for a in aliases]
+    assert sorted(pairs) == sorted(every_alias * 3)  # each alias glossed 3 times, correctly
+    assert sorted(gloss_pairs(valid)) == sorted(every_alias)
+    assert mini_corpus.write_corpus(str(tmp_path / "d"), "SST-2", 50, 5, seed=1, aliases=2, glosses=3)
+    assert open(train).read() == open(tmp_path / "d" / "train.txt").read()
+    plain, _ = mini_corpus.write_corpus(str(tmp_path / "e"), "SST-2", 50, 5, seed=1, aliases=2, glosses=0)
+    assert not gloss_pairs(plain)
