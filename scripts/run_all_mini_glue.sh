@@ -18,7 +18,8 @@
 # (default: all eight), KD_EFFECT_SEEDS (default "1 2 3": the KD effect table is a mean over seeds),
 # PACT_TASKS (default SST-2: the seed's PACT table), KD_PARTS_FFN=1 (default) also runs the
 # seed's "FFN 2bit" KD-parts table, JOBS (parallel runs, default: number of CPUs),
-# RESULTS_DIR, TRAIN_SIZE (data, e.g. glue), AUG (auto: kd_effect and kd_parts get their
+# RESULTS_DIR, TRAIN_SIZE (data, e.g. glue), ALIASES ALIAS_PROB GLOSSES (the latent lexicon of
+# data and corpus, default 0 = off, 0.5, 40; see prepare_mini_glue.sh), AUG (auto: kd_effect and kd_parts get their
 # "KD + aug" column, the augmentation made with WORK_DIR/pretrain/model.pt, the masked LM the
 # teachers were fine-tuned from; 0: without it) and AUG_N AUG_TOP_K AUG_P AUG_SEED (defaults
 # 4, 15, 0.4, 1; each task's augmented split is written once into WORK_DIR/data/TASK-bin,
@@ -50,17 +51,19 @@ KD_EFFECT_SEEDS=${KD_EFFECT_SEEDS:-"1 2 3"}
 RESULTS_DIR=${RESULTS_DIR:-$REPO_DIR/results}
 export JOBS=${JOBS:-$(nproc 2>/dev/null || echo 1)}
 export DATA_KIND=mini
-# The latent lexicon (qbert.data.lexicon, README "Mini-GLUE results"): dev/test and the
-# pretraining corpus use ALIASES made-up synonyms per content word, train does not. Data,
+# The latent lexicon (qbert.data.lexicon, README "Data"): dev/test and the pretraining corpus
+# use ALIASES made-up synonyms per content word, train does not (default 0: off; with the
+# tiny model it did not give the teacher knowledge its labels lack, see the README). Data,
 # corpus and teachers of one WORK_DIR must share it: WORK_DIR/lexicon records it.
-export ALIASES=${ALIASES:-4} ALIAS_PROB=${ALIAS_PROB:-0.5}
+export ALIASES=${ALIASES:-0} ALIAS_PROB=${ALIAS_PROB:-0.5}
 S=$REPO_DIR/scripts
 EXP=$WORK/exp
 mkdir -p "$WORK"
-LEXICON="aliases=$ALIASES alias_prob=$ALIAS_PROB"
+export GLOSSES=${GLOSSES:-40}
+LEXICON="aliases=$ALIASES alias_prob=$ALIAS_PROB glosses=$GLOSSES"
 if [[ -f "$WORK/lexicon" ]]; then
   if [[ "$(cat "$WORK/lexicon")" != "$LEXICON" ]]; then
-    echo "error: ALIASES/ALIAS_PROB: $WORK was made with '$(cat "$WORK/lexicon")', not '$LEXICON'; use another WORK_DIR" >&2
+    echo "error: ALIASES/ALIAS_PROB/GLOSSES: $WORK was made with '$(cat "$WORK/lexicon")', not '$LEXICON'; use another WORK_DIR" >&2
     exit 2
   fi
 elif [[ "$ALIASES" != 0 && ( -d "$WORK/data" || -d "$WORK/pretrain" ) ]]; then

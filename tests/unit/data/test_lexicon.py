@@ -145,3 +145,21 @@ def test_corpus_glosses_state_every_alias_meaning(tmp_path):
     assert open(train).read() == open(tmp_path / "d" / "train.txt").read()
     plain, _ = mini_corpus.write_corpus(str(tmp_path / "e"), "SST-2", 50, 5, seed=1, aliases=2, glosses=0)
     assert not gloss_pairs(plain)
+
+
+def test_lexicon_probe_finds_aliases_placed_next_to_their_base_word():
+    import importlib.util
+    import torch
+    spec = importlib.util.spec_from_file_location("lexicon_probe", f"{REPO_DIR}/scripts/lexicon_probe.py")
+    probe_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe_mod)
+    lexicon = mini_glue.world_lexicon(2, 0.5, seed=1)
+    tokens = [t for w, a in lexicon.table().items() for t in (w, *a)]
+    ids = {t: i for i, t in enumerate(tokens)}
+    g = torch.Generator().manual_seed(0)
+    base = {w: torch.randn(64, generator=g) for w in lexicon.table()}
+    learned = torch.stack([base[lexicon.base_of(t)] + 0.1 * torch.randn(64, generator=g) for t in tokens])
+    same, other, acc, n = probe_mod.probe(learned, ids.get, lexicon)
+    assert acc == 1.0 and n == 2 * len(base) and same > 0.9 > other
+    _, _, acc_random, _ = probe_mod.probe(torch.randn(len(tokens), 64, generator=g), ids.get, lexicon)
+    assert acc_random < 0.05
