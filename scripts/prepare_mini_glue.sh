@@ -9,7 +9,8 @@
 #   default 8000), DEV_SIZE (1000), TEST_SIZE (500), PYTHON,
 #   ALIASES, ALIAS_PROB  the latent lexicon (qbert.data.lexicon; default 0 = off, 0.5): made-up
 #         synonyms in dev/test, not in train; give the same values to scripts/pretrain_mini.sh,
-#         whose corpus teaches them, and binarize with its DICT,
+#         whose corpus teaches them, and binarize with its DICT; ALIASES_IN_TRAIN=1: train uses
+#         them too (the low-resource QAT setting),
 #   DICT  a dictionary to binarize with (a pretrained model's dict.txt, e.g. the
 #         OUT/corpus-bin/dict.txt of scripts/pretrain_mini.sh); default: built from train.
 set -euo pipefail
@@ -29,7 +30,8 @@ export PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}"
 
 "$PYTHON" -m qbert.data.mini_glue --out-dir "$OUT/glue" --tasks "$TASKS" \
   --seed "${SEED:-1}" --train-size "${TRAIN_SIZE:-8000}" --max-train-size "${MAX_TRAIN_SIZE:-8000}" --dev-size "${DEV_SIZE:-1000}" \
-  --test-size "${TEST_SIZE:-500}" --aliases "${ALIASES:-0}" --alias-prob "${ALIAS_PROB:-0.5}"
+  --test-size "${TEST_SIZE:-500}" --aliases "${ALIASES:-0}" --alias-prob "${ALIAS_PROB:-0.5}" \
+  ${ALIASES_IN_TRAIN:+--aliases-in-train}
 
 if [[ "$TASKS" == all || "$TASKS" == ALL ]]; then
   TASKS=$("$PYTHON" -m qbert.data.glue_tasks list)

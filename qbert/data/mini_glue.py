@@ -916,9 +916,11 @@ def train_rows(task: str, train_size, max_train_size: int = DEFAULT_TRAIN_SIZE) 
 def write_task(out_dir: str, task: str, train_size=DEFAULT_TRAIN_SIZE,
                dev_size: int = DEFAULT_DEV_SIZE, test_size: int = DEFAULT_TEST_SIZE,
                seed: int = DEFAULT_SEED, max_train_size: int = DEFAULT_TRAIN_SIZE,
-               lexicon: Optional[Lexicon] = None) -> List[str]:
+               lexicon: Optional[Lexicon] = None, aliases_in_train: bool = False) -> List[str]:
     """Write OUT/TASK/*.tsv; returns the written paths. With ``lexicon`` (``world_lexicon``),
-    dev and test use the aliases, train only the base words."""
+    dev and test use the aliases, train only the base words (or, with ``aliases_in_train``,
+    the aliases too: the teacher then learns every alias from its labels, and a student
+    quantized on a small subset of train meets only part of them)."""
     spec = get_task(task)
     train_size = train_rows(spec.name, train_size, max_train_size)
     task_dir = os.path.join(out_dir, spec.name)
@@ -926,7 +928,7 @@ def write_task(out_dir: str, task: str, train_size=DEFAULT_TRAIN_SIZE,
     paths = []
     for split in spec.splits:
         n = test_size if spec.is_test(split) else (dev_size if split in spec.dev_splits else train_size)
-        rows = _split_rows(spec.name, split, n, seed, lexicon)
+        rows = _split_rows(spec.name, split, n, seed, lexicon, aliased=True if aliases_in_train else None)
         header = spec.header(split)
         lines = []
         if header is not None:
@@ -945,11 +947,12 @@ def write_task(out_dir: str, task: str, train_size=DEFAULT_TRAIN_SIZE,
 def generate(out_dir: str, tasks: Sequence[str] | str = "all", train_size=DEFAULT_TRAIN_SIZE,
              dev_size: int = DEFAULT_DEV_SIZE, test_size: int = DEFAULT_TEST_SIZE,
              seed: int = DEFAULT_SEED, max_train_size: int = DEFAULT_TRAIN_SIZE,
-             aliases: int = DEFAULT_ALIASES, alias_prob: float = DEFAULT_ALIAS_PROB) -> Dict[str, List[str]]:
+             aliases: int = DEFAULT_ALIASES, alias_prob: float = DEFAULT_ALIAS_PROB,
+             aliases_in_train: bool = False) -> Dict[str, List[str]]:
     names = parse_tasks(tasks)
     lexicon = world_lexicon(aliases, alias_prob, seed)
-    return {t: write_task(out_dir, t, train_size, dev_size, test_size, seed, max_train_size, lexicon)
-            for t in names}
+    return {t: write_task(out_dir, t, train_size, dev_size, test_size, seed, max_train_size, lexicon,
+                          aliases_in_train) for t in names}
 
 
 def _positive_int(text: str) -> int:
@@ -1020,6 +1023,9 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> int:
                         help="rows per dev split (MNLI: each of dev_matched, dev_mismatched)")
     parser.add_argument("--test-size", type=_positive_int, default=DEFAULT_TEST_SIZE)
     add_lexicon_args(parser)
+    parser.add_argument("--aliases-in-train", action="store_true",
+                        help="train splits use the aliases too (low-resource QAT setting: the "
+                             "teacher learns them all, a small QAT subset shows only some)")
     args = parser.parse_args(argv)
     try:
         tasks = parse_tasks(args.tasks)
@@ -1028,7 +1034,7 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> int:
     lexicon = world_lexicon(args.aliases, args.alias_prob, args.seed)
     for t in tasks:
         paths = write_task(args.out_dir, t, args.train_size, args.dev_size, args.test_size, args.seed,
-                           args.max_train_size, lexicon)
+                           args.max_train_size, lexicon, args.aliases_in_train)
         print(f"{t}: " + " ".join(os.path.basename(p) for p in paths) + f" -> {os.path.join(args.out_dir, t)}")
     return 0
 

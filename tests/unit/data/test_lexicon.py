@@ -163,3 +163,18 @@ def test_lexicon_probe_finds_aliases_placed_next_to_their_base_word():
     assert acc == 1.0 and n == 2 * len(base) and same > 0.9 > other
     _, _, acc_random, _ = probe_mod.probe(torch.randn(len(tokens), 64, generator=g), ids.get, lexicon)
     assert acc_random < 0.05
+
+
+def test_aliases_in_train_rewrites_train_with_the_same_labels(tmp_path):
+    lexicon = mini_glue.world_lexicon(8, 0.5, seed=1)
+    plain = mini_glue.write_task(str(tmp_path / "p"), "RTE", 60, 10, 5, seed=1)
+    both = mini_glue.write_task(str(tmp_path / "a"), "RTE", 60, 10, 5, seed=1, lexicon=lexicon,
+                                aliases_in_train=True)
+    dev_only = mini_glue.write_task(str(tmp_path / "d"), "RTE", 60, 10, 5, seed=1, lexicon=lexicon)
+    read = lambda path: [line.split("\t") for line in open(path).read().splitlines()]  # noqa: E731
+    p_train, a_train, d_train = (read(x[0]) for x in (plain, both, dev_only))
+    assert d_train == p_train and a_train != p_train
+    for p, a in zip(p_train, a_train):
+        assert [p[0], p[3]] == [a[0], a[3]]  # index and label
+        assert [" ".join(lexicon.base_of(t) for t in a[c].split(" ")) for c in (1, 2)] == [p[1], p[2]]
+    assert read(both[1]) == read(dev_only[1])  # dev is the same either way
