@@ -28,10 +28,16 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 export PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}"
 
+IN_TRAIN=()
+case "${ALIASES_IN_TRAIN:-0}" in
+  1) IN_TRAIN=(--aliases-in-train) ;;
+  0) ;;
+  *) echo "error: ALIASES_IN_TRAIN=$ALIASES_IN_TRAIN; expected 0 or 1" >&2; exit 2 ;;
+esac
 "$PYTHON" -m qbert.data.mini_glue --out-dir "$OUT/glue" --tasks "$TASKS" \
   --seed "${SEED:-1}" --train-size "${TRAIN_SIZE:-8000}" --max-train-size "${MAX_TRAIN_SIZE:-8000}" --dev-size "${DEV_SIZE:-1000}" \
   --test-size "${TEST_SIZE:-500}" --aliases "${ALIASES:-0}" --alias-prob "${ALIAS_PROB:-0.5}" \
-  ${ALIASES_IN_TRAIN:+--aliases-in-train}
+  ${IN_TRAIN[@]+"${IN_TRAIN[@]}"}
 
 if [[ "$TASKS" == all || "$TASKS" == ALL ]]; then
   TASKS=$("$PYTHON" -m qbert.data.glue_tasks list)

@@ -60,7 +60,8 @@ S=$REPO_DIR/scripts
 EXP=$WORK/exp
 mkdir -p "$WORK"
 export GLOSSES=${GLOSSES:-40}
-LEXICON="aliases=$ALIASES alias_prob=$ALIAS_PROB glosses=$GLOSSES"
+export ALIASES_IN_TRAIN=${ALIASES_IN_TRAIN:-0}
+LEXICON="aliases=$ALIASES alias_prob=$ALIAS_PROB glosses=$GLOSSES in_train=$ALIASES_IN_TRAIN"
 if [[ -f "$WORK/lexicon" ]]; then
   if [[ "$(cat "$WORK/lexicon")" != "$LEXICON" ]]; then
     echo "error: ALIASES/ALIAS_PROB/GLOSSES: $WORK was made with '$(cat "$WORK/lexicon")', not '$LEXICON'; use another WORK_DIR" >&2
