@@ -8,6 +8,10 @@ needs exactly these globals, found by loading checkpoints written here:
   ``cfg["model"]`` of every ``fairseq-train`` checkpoint of a model registered with
   ``add_args`` (``roberta``, ``quant_roberta``: the argparse path). Checkpoints of
   ``fairseq-hydra-train`` need nothing beyond torch's defaults.
+* numpy scalars (``numpy._core.multiarray.scalar``, ``numpy.dtype`` and the scalar dtype
+  classes): fairseq keeps the best validation metric in ``extra_state``, and for metrics
+  computed with numpy (seen: MRPC's ``acc_and_f1``) it is a numpy float. Rebuilding a scalar from a dtype and its bytes runs no code (torch's
+  own docs name these globals for this case); numpy arrays stay refused.
 * the omegaconf globals of an untyped ``DictConfig`` stored as an object (``DictConfig``,
   ``ListConfig``, ``AnyNode``, ``ContainerMetadata``, ``Metadata``, ``typing.Any`` and the
   builtins ``dict``, ``list``, ``int``, ``collections.defaultdict`` they reference): a
@@ -33,6 +37,7 @@ import threading
 import typing
 from typing import Iterable, List, Optional, Sequence
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig
 from omegaconf.base import ContainerMetadata, Metadata
@@ -53,8 +58,13 @@ NAMESPACE_GLOBALS = (argparse.Namespace,)
 #: globals of an (untyped) omegaconf DictConfig pickled as an object
 OMEGACONF_GLOBALS = (DictConfig, ListConfig, AnyNode, ContainerMetadata, Metadata, typing.Any,
                      dict, list, int, collections.defaultdict)
+#: globals of a pickled numpy scalar (np.float64(0.5)): the scalar constructor, np.dtype and
+#: the dtype classes of bool, integer and floating scalars
+NUMPY_SCALAR_GLOBALS = (np._core.multiarray.scalar, np.dtype) + tuple(
+    type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
+                                np.uint16, np.uint32, np.uint64, np.float16, np.float32, np.float64))
 #: everything a fairseq checkpoint may need beyond torch's weights_only defaults
-FAIRSEQ_SAFE_GLOBALS = NAMESPACE_GLOBALS + OMEGACONF_GLOBALS
+FAIRSEQ_SAFE_GLOBALS = NAMESPACE_GLOBALS + OMEGACONF_GLOBALS + NUMPY_SCALAR_GLOBALS
 
 # torch keeps its allow-list in one process-wide set: hold it while ours is added
 _LOCK = threading.RLock()
@@ -78,7 +88,7 @@ class UnsafeCheckpointError(CheckpointError):
             hint = f"if you trust the checkpoint it came from, name it in {TRUST_FLAG} or {TRUST_ENV}"
         super().__init__(
             f"refused to unpickle {refused} from {source}: fairseq checkpoints need only "
-            "tensors, containers, argparse.Namespace and omegaconf configs; anything else "
+            "tensors, containers, argparse.Namespace, omegaconf configs and numpy scalars; anything else "
             f"may run arbitrary code when loaded. {hint}")
 
 

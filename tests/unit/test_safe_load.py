@@ -87,6 +87,20 @@ def test_loads_a_dictconfig_object(tmp_path):
     assert OmegaConf.to_container(loaded)["common"] == {"seed": 1, "user_dir": None}
 
 
+def test_loads_numpy_scalar_metrics_but_not_arrays(tmp_path):
+    """fairseq keeps the best metric in extra_state; MRPC's acc_and_f1 (and STS-B's
+    pearson_and_spearman) come from numpy, so MRPC teachers hold a numpy float."""
+    import numpy as np
+    scalars = {"best": np.float64(65.2), "f32": np.float32(0.5), "n": np.int64(3), "ok": np.bool_(True)}
+    path = argparse_checkpoint(tmp_path / "np.pt", **scalars)
+    extra = safe_load(path)["extra_state"]
+    assert {k: extra[k] for k in scalars} == scalars
+    assert type(extra["best"]) is np.float64 and type(extra["n"]) is np.int64
+    torch.save({"model": {}, "extra_state": {"a": np.arange(3)}}, tmp_path / "arr.pt")
+    with pytest.raises(UnsafeCheckpointError, match="numpy"):
+        safe_load(tmp_path / "arr.pt")
+
+
 def test_refuses_code_execution_in_one_line(tmp_path):
     marker = tmp_path / "MARKER"
     path = evil_checkpoint(tmp_path / "evil.pt", marker)
