@@ -88,8 +88,8 @@ def test_loads_a_dictconfig_object(tmp_path):
 
 
 def test_loads_numpy_scalar_metrics_but_not_arrays(tmp_path):
-    """fairseq keeps the best metric in extra_state; MRPC's acc_and_f1 (and STS-B's
-    pearson_and_spearman) come from numpy, so MRPC teachers hold a numpy float."""
+    """fairseq keeps the best metric in extra_state; MRPC's acc_and_f1 comes from numpy,
+    so MRPC teachers hold a numpy float."""
     import numpy as np
     scalars = {"best": np.float64(65.2), "f32": np.float32(0.5), "n": np.int64(3), "ok": np.bool_(True)}
     path = argparse_checkpoint(tmp_path / "np.pt", **scalars)
