@@ -142,7 +142,8 @@ def _fmt(s: Dict[str, float]) -> str:
     return f"{s['mean']:.1f} ± {s['std']:.1f}"
 
 
-def markdown(ev: Dict, seeds: Sequence[int], qat_train_size: Optional[int], seconds: float) -> str:
+def markdown(ev: Dict, seeds: Sequence[int], qat_train_size: Optional[int], seconds: float,
+             setting: str = "") -> str:
     split = f"train{qat_train_size} (first {qat_train_size} train rows)" if qat_train_size else "all of train"
     yes = {True: "met", False: "**not met**"}
     lines = [
@@ -152,6 +153,7 @@ def markdown(ev: Dict, seeds: Sequence[int], qat_train_size: Optional[int], seco
         f"the from-scratch model train on {split}; the teacher was fine-tuned on all of train. "
         "Gap = FP minus the run, mean ± sample std over the seeds.",
         "",
+    ] + ([f"Setting: {setting}", ""] if setting else []) + [
         "| task | metric | FP | scratch | PTQ W4 | PTQ W2 | QAT W2 -KD "
         "| gap scratch | gap PTQ W4 | gap PTQ W2 | gap QAT W2 |",
         "| -- | -- | -- | -- | -- | -- | -- | -- | -- | -- | -- |",
@@ -191,7 +193,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--ptq-weight-calibrator", default="mse", choices=("max", "mse"))
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     p.add_argument("--out", default=os.path.join(REPO, "results", "benchmark_properties.md"))
+    p.add_argument("--setting", default=None,
+                   help="how WORK's data and teachers were made, printed in the output (default: "
+                        "WORK/lexicon, the latent lexicon run_all_mini_glue.sh records, if present)")
     args = p.parse_args(argv)
+    if args.setting is None:
+        lexicon = os.path.join(args.work, "lexicon")
+        args.setting = open(lexicon).read().strip() if os.path.exists(lexicon) else ""
     seeds = [int(s) for s in args.seeds.replace(",", " ").split()]
     start = time.time()
     measured = {}
@@ -205,12 +213,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"benchmark_properties: error: {e}", file=sys.stderr)
         return 1
     ev = evaluate(measured)
-    text = markdown(ev, seeds, args.qat_train_size, time.time() - start)
+    text = markdown(ev, seeds, args.qat_train_size, time.time() - start, args.setting)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         f.write(text)
     with open(os.path.splitext(args.out)[0] + ".json", "w", encoding="utf-8") as f:
-        json.dump({"measured": measured, **ev, "seeds": seeds, "qat_train_size": args.qat_train_size},
+        json.dump({"measured": measured, **ev, "seeds": seeds, "qat_train_size": args.qat_train_size,
+                   "setting": args.setting},
                   f, indent=1, sort_keys=True)
     print(text)
     return 0 if all(ev["verdicts"].values()) else 2

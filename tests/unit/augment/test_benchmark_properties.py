@@ -31,7 +31,8 @@ def test_all_properties_met(bp):
     assert g["ptq_w2"]["mean"] == pytest.approx(9.5)
     text = bp.markdown(ev, [1, 2, 3], 300, 60.0)
     assert "train300 (first 300 train rows)" in text and "**not met**" not in text
-    assert "| SST-2 | accuracy | 90.0 | 70.5 ± 0.5 |" in text
+    assert "| SST-2 | accuracy | 90.0 | 70.5 ± 0.5 |" in text and "Setting:" not in text
+    assert "Setting: aliases=16 in_train=1" in bp.markdown(ev, [1], 300, 1.0, "aliases=16 in_train=1")
 
 
 def test_each_property_can_fail(bp):
