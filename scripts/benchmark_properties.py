@@ -22,7 +22,8 @@ and checks (gaps = FP minus the run, per seed; mean and sample std over the seed
 
 1. the teacher knows more than the QAT data teaches: FP - scratch >= 10 on every task;
 2. quantization hurts: FP - PTQ W2 >= 5 and > FP - PTQ W4 on every task; FP - QAT W2 >= 2
-   on at least two tasks; every reported gap has std <= 1 over the seeds.
+   on at least two tasks; every quantization gap (PTQ W4, PTQ W2, QAT W2: the gaps property 2
+   reports) has std <= 1 over the seeds. The from-scratch gap's std is printed, not checked.
 
 Property 3 (wall time of run_all_mini_glue.sh and of the test suite) is not measured here;
 the script prints its own wall time. It says nothing about which remedy (KD, KD + aug)
@@ -31,6 +32,7 @@ wins: that is what the families measure. Writes OUT (markdown) and OUT with .jso
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -45,6 +47,7 @@ if REPO not in sys.path:
 from qbert.experiments import runner  # noqa: E402
 
 W_FLAGS = {bits: ["--quant-groups", "EMB,QKV,FFN", "--weight-bits", str(bits)] for bits in (2, 4)}
+QUANT_GAPS = ("ptq_w4", "ptq_w2", "qat_w2")  # the gaps of property 2 (its std bound)
 THRESHOLDS = {"scratch_gap": 10.0, "ptq_w2_gap": 5.0, "qat_w2_gap": 2.0, "qat_tasks": 2, "max_std": 1.0}
 
 
@@ -127,7 +130,7 @@ def evaluate(measured: Dict[str, Dict], thresholds: Dict = THRESHOLDS) -> Dict:
     ptq = {task: r["gaps"]["ptq_w2"]["mean"] >= t["ptq_w2_gap"]
            and r["gaps"]["ptq_w2"]["mean"] > r["gaps"]["ptq_w4"]["mean"] for task, r in tasks.items()}
     qat = {task: r["gaps"]["qat_w2"]["mean"] >= t["qat_w2_gap"] for task, r in tasks.items()}
-    std = {task: all(g["std"] <= t["max_std"] for g in r["gaps"].values()) for task, r in tasks.items()}
+    std = {task: all(r["gaps"][k]["std"] <= t["max_std"] for k in QUANT_GAPS) for task, r in tasks.items()}
     verdicts = {
         "1_teacher_knows_more": all(p1.values()) and bool(p1),
         "2a_ptq_w2_hurts": all(ptq.values()) and bool(ptq),
@@ -175,7 +178,7 @@ def markdown(ev: Dict, seeds: Sequence[int], qat_train_size: Optional[int], seco
         f"{yes[verdict['2a_ptq_w2_hurts']]} ({which('2a')})",
         f"   FP - QAT W2 (no KD) >= {t['qat_w2_gap']:g} on at least {t['qat_tasks']} tasks: "
         f"{yes[verdict['2b_qat_w2_gap_on_two_tasks']]} ({which('2b')})",
-        f"   std of every gap <= {t['max_std']:g}: {yes[verdict['2c_gap_std_at_most_1']]} ({which('2c')})",
+        f"   std of every quantization gap (PTQ W4, PTQ W2, QAT W2) <= {t['max_std']:g}: {yes[verdict['2c_gap_std_at_most_1']]} ({which('2c')})",
         "3. run_all_mini_glue.sh <= 90 min and the test suite <= 15 min: not measured by this script "
         f"(it took {seconds / 60:.1f} min).",
         "",
@@ -196,7 +199,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--setting", default=None,
                    help="how WORK's data and teachers were made, printed in the output (default: "
                         "WORK/lexicon, the latent lexicon run_all_mini_glue.sh records, if present)")
+    p.add_argument("--rerender", metavar="JSON",
+                   help="run nothing: evaluate the measured values of an earlier output JSON again "
+                        "(current thresholds and checks) and rewrite it and its markdown")
     args = p.parse_args(argv)
+    if args.rerender:
+        with open(args.rerender, encoding="utf-8") as f:
+            old = json.load(f)
+        args.out = os.path.splitext(args.rerender)[0] + ".md"
+        args.qat_train_size, args.setting = old["qat_train_size"], old.get("setting", "")
+        order, seconds = old.get("task_order"), old.get("seconds")
+        if os.path.exists(args.out):  # outputs older than task_order/seconds: read them off the table
+            with open(args.out, encoding="utf-8") as f:
+                table = f.read()
+            order = order or re.findall(r"^\| (\S+) \| (?!metric|--)", table, re.M)
+            took = re.search(r"it took ([0-9.]+) min", table)
+            seconds = seconds if seconds is not None else (float(took.group(1)) * 60 if took else 0.0)
+        measured = {t: old["measured"][t] for t in (order or sorted(old["measured"]))}
+        _write(args, measured, old["seeds"], seconds or 0.0)
+        return 0
     if args.setting is None:
         lexicon = os.path.join(args.work, "lexicon")
         args.setting = open(lexicon).read().strip() if os.path.exists(lexicon) else ""
@@ -212,17 +233,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except runner.RunnerError as e:
         print(f"benchmark_properties: error: {e}", file=sys.stderr)
         return 1
-    ev = evaluate(measured)
-    text = markdown(ev, seeds, args.qat_train_size, time.time() - start, args.setting)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        f.write(text)
-    with open(os.path.splitext(args.out)[0] + ".json", "w", encoding="utf-8") as f:
-        json.dump({"measured": measured, **ev, "seeds": seeds, "qat_train_size": args.qat_train_size,
-                   "setting": args.setting},
-                  f, indent=1, sort_keys=True)
-    print(text)
+    ev = _write(args, measured, seeds, time.time() - start)
     return 0 if all(ev["verdicts"].values()) else 2
+
+
+def _write(args, measured: Dict, seeds: Sequence[int], seconds: float) -> Dict:
+    ev = evaluate(measured)
+    text = markdown(ev, seeds, args.qat_train_size, seconds, args.setting)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    data = json.dumps({"measured": measured, **ev, "seeds": seeds, "qat_train_size": args.qat_train_size,
+                       "setting": args.setting, "task_order": list(measured), "seconds": round(seconds, 1)},
+                      indent=1, sort_keys=True)
+    for path, content in ((os.path.splitext(args.out)[0] + ".json", data), (args.out, text)):
+        with open(path + ".tmp", "w", encoding="utf-8") as f:  # nothing half-written
+            f.write(content)
+        os.replace(path + ".tmp", path)
+    print(text)
+    return ev
 
 
 if __name__ == "__main__":

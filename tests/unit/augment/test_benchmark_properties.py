@@ -48,6 +48,30 @@ def test_each_property_can_fail(bp):
         assert not ev["verdicts"][failing], failing
         assert all(v for k, v in ev["verdicts"].items() if k != failing), (failing, ev["verdicts"])
         assert "**not met**" in bp.markdown(ev, [1, 2, 3], None, 1.0)
+    # the std bound is property 2's: a noisy from-scratch gap (property 1) does not fail it
+    ev = bp.evaluate({"A": _task(**dict(base, scratch=[60.0, 70.0, 80.0])), "B": _task(**base)})
+    assert all(ev["verdicts"].values()) and ev["tasks"]["A"]["gaps"]["scratch"]["std"] == 10.0
     # W2 must hurt more than W4
     ev = bp.evaluate({"A": _task(**dict(base, w4=[79.0] * 3)), "B": _task(**base)})
     assert not ev["verdicts"]["2a_ptq_w2_hurts"]
+
+
+def test_rerender_evaluates_stored_values_again_in_the_same_order(bp, tmp_path):
+    import argparse
+    import json
+    base = dict(fp=90.0, scratch=[70.0] * 3, w4=[89.0] * 3, w2=[80.0] * 3, qat=[87.0] * 3)
+    measured = {"SST-2": _task(**base), "CoLA": _task(**dict(base, qat=[89.5] * 3))}
+    out = tmp_path / "p.md"
+    args = argparse.Namespace(out=str(out), qat_train_size=300, setting="s")
+    bp._write(args, measured, [1, 2, 3], 120.0)
+    first = out.read_text()
+    stored = json.loads((tmp_path / "p.json").read_text())
+    assert stored["task_order"] == ["SST-2", "CoLA"] and stored["seconds"] == 120.0
+    stored["measured"]["CoLA"]["qat_w2"] = [80.0] * 3   # as if measured differently
+    (tmp_path / "p.json").write_text(json.dumps(stored, sort_keys=True))
+    assert bp.main(["--rerender", str(tmp_path / "p.json")]) == 0
+    again = out.read_text()
+    assert again != first and "it took 2.0 min" in again and "Setting: s" in again
+    assert again.index("| SST-2 |") < again.index("| CoLA |")
+    assert "FP - QAT W2 (no KD) >= 2 on at least 2 tasks: met" in again
+    assert not list(tmp_path.glob("*.tmp"))
