@@ -10,8 +10,9 @@ needs exactly these globals, found by loading checkpoints written here:
   ``fairseq-hydra-train`` need nothing beyond torch's defaults.
 * numpy scalars (``numpy._core.multiarray.scalar``, ``numpy.dtype`` and the scalar dtype
   classes): fairseq keeps the best validation metric in ``extra_state``, and for metrics
-  computed with numpy (seen: MRPC's ``acc_and_f1``) it is a numpy float. Rebuilding a scalar from a dtype and its bytes runs no code (torch's
-  own docs name these globals for this case); numpy arrays stay refused.
+  computed with numpy (seen: MRPC's ``acc_and_f1``) it is a numpy float. Rebuilding a
+  scalar from a dtype and its bytes runs no code (torch's own docs name these globals for
+  this case); numpy arrays stay refused.
 * the omegaconf globals of an untyped ``DictConfig`` stored as an object (``DictConfig``,
   ``ListConfig``, ``AnyNode``, ``ContainerMetadata``, ``Metadata``, ``typing.Any`` and the
   builtins ``dict``, ``list``, ``int``, ``collections.defaultdict`` they reference): a

@@ -178,7 +178,8 @@ def markdown(ev: Dict, seeds: Sequence[int], qat_train_size: Optional[int], seco
         f"{yes[verdict['2a_ptq_w2_hurts']]} ({which('2a')})",
         f"   FP - QAT W2 (no KD) >= {t['qat_w2_gap']:g} on at least {t['qat_tasks']} tasks: "
         f"{yes[verdict['2b_qat_w2_gap_on_two_tasks']]} ({which('2b')})",
-        f"   std of every quantization gap (PTQ W4, PTQ W2, QAT W2) <= {t['max_std']:g}: {yes[verdict['2c_gap_std_at_most_1']]} ({which('2c')})",
+        f"   std of every quantization gap (PTQ W4, PTQ W2, QAT W2) <= {t['max_std']:g}: "
+        f"{yes[verdict['2c_gap_std_at_most_1']]} ({which('2c')})",
         "3. run_all_mini_glue.sh <= 90 min and the test suite <= 15 min: not measured by this script "
         f"(it took {seconds / 60:.1f} min).",
         "",

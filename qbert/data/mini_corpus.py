@@ -32,8 +32,16 @@ from typing import Iterator, List, Optional, Sequence
 from .glue_tasks import TASK_NAMES, UnknownTaskError, get_task, parse_tasks
 from .lexicon import Lexicon
 from .lexicon import glosses as gloss_lines
-from .mini_glue import (DEFAULT_ALIAS_PROB, DEFAULT_ALIASES, DEFAULT_SEED, _non_negative_int, _positive_int,
-                        _split_rows, add_lexicon_args, world_lexicon)
+from .mini_glue import (
+    DEFAULT_ALIAS_PROB,
+    DEFAULT_ALIASES,
+    DEFAULT_SEED,
+    _non_negative_int,
+    _positive_int,
+    _split_rows,
+    add_lexicon_args,
+    world_lexicon,
+)
 
 DEFAULT_SENTENCES_PER_TASK = 20000
 DEFAULT_VALID_SENTENCES_PER_TASK = 500

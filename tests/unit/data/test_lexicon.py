@@ -149,6 +149,7 @@ def test_corpus_glosses_state_every_alias_meaning(tmp_path):
 
 def test_lexicon_probe_finds_aliases_placed_next_to_their_base_word():
     import importlib.util
+
     import torch
     spec = importlib.util.spec_from_file_location("lexicon_probe", f"{REPO_DIR}/scripts/lexicon_probe.py")
     probe_mod = importlib.util.module_from_spec(spec)
