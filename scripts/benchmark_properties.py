@@ -32,7 +32,6 @@ wins: that is what the families measure. Writes OUT (markdown) and OUT with .jso
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -209,15 +208,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             old = json.load(f)
         args.out = os.path.splitext(args.rerender)[0] + ".md"
         args.qat_train_size, args.setting = old["qat_train_size"], old.get("setting", "")
-        order, seconds = old.get("task_order"), old.get("seconds")
-        if os.path.exists(args.out):  # outputs older than task_order/seconds: read them off the table
-            with open(args.out, encoding="utf-8") as f:
-                table = f.read()
-            order = order or re.findall(r"^\| (\S+) \| (?!metric|--)", table, re.M)
-            took = re.search(r"it took ([0-9.]+) min", table)
-            seconds = seconds if seconds is not None else (float(took.group(1)) * 60 if took else 0.0)
-        measured = {t: old["measured"][t] for t in (order or sorted(old["measured"]))}
-        _write(args, measured, old["seeds"], seconds or 0.0)
+        measured = {t: old["measured"][t] for t in old["task_order"]}
+        _write(args, measured, old["seeds"], old["seconds"])
         return 0
     if args.setting is None:
         lexicon = os.path.join(args.work, "lexicon")

@@ -18,8 +18,8 @@
 # (default: all eight), KD_EFFECT_SEEDS (default "1 2 3": the KD effect table is a mean over seeds),
 # PACT_TASKS (default SST-2: the seed's PACT table), KD_PARTS_FFN=1 (default) also runs the
 # seed's "FFN 2bit" KD-parts table, JOBS (parallel runs, default: number of CPUs),
-# RESULTS_DIR, TRAIN_SIZE (data, e.g. glue), ALIASES ALIAS_PROB GLOSSES (the latent lexicon of
-# data and corpus, default 0 = off, 0.5, 40; see prepare_mini_glue.sh), AUG (auto: kd_effect and kd_parts get their
+# RESULTS_DIR, TRAIN_SIZE (data, e.g. glue), ALIASES ALIAS_PROB GLOSSES ALIASES_IN_TRAIN (the
+# latent lexicon of data and corpus, default 0 = off, 0.5, 40, 0; see prepare_mini_glue.sh), AUG (auto: kd_effect and kd_parts get their
 # "KD + aug" column, the augmentation made with WORK_DIR/pretrain/model.pt, the masked LM the
 # teachers were fine-tuned from; 0: without it) and AUG_N AUG_TOP_K AUG_P AUG_SEED (defaults
 # 4, 15, 0.4, 1; each task's augmented split is written once into WORK_DIR/data/TASK-bin,
@@ -55,24 +55,19 @@ export DATA_KIND=mini
 # use ALIASES made-up synonyms per content word, train does not (default 0: off; with the
 # tiny model it did not give the teacher knowledge its labels lack, see the README). Data,
 # corpus and teachers of one WORK_DIR must share it: WORK_DIR/lexicon records it.
-export ALIASES=${ALIASES:-0} ALIAS_PROB=${ALIAS_PROB:-0.5}
+export ALIASES=${ALIASES:-0} ALIAS_PROB=${ALIAS_PROB:-0.5} GLOSSES=${GLOSSES:-40} ALIASES_IN_TRAIN=${ALIASES_IN_TRAIN:-0}
+LEXICON="aliases=$ALIASES alias_prob=$ALIAS_PROB glosses=$GLOSSES in_train=$ALIASES_IN_TRAIN"
+if [[ -f "$WORK/lexicon" && "$(cat "$WORK/lexicon")" != "$LEXICON" ]]; then
+  echo "error: ALIASES/ALIAS_PROB/GLOSSES/ALIASES_IN_TRAIN: $WORK was made with '$(cat "$WORK/lexicon")', not '$LEXICON'; use another WORK_DIR" >&2
+  exit 2
+elif [[ ! -f "$WORK/lexicon" && "$ALIASES" != 0 && ( -d "$WORK/data" || -d "$WORK/pretrain" ) ]]; then
+  echo "error: ALIASES=$ALIASES: $WORK holds data made without the latent lexicon; use another WORK_DIR or ALIASES=0" >&2
+  exit 2
+fi
 S=$REPO_DIR/scripts
 EXP=$WORK/exp
 mkdir -p "$WORK"
-export GLOSSES=${GLOSSES:-40}
-export ALIASES_IN_TRAIN=${ALIASES_IN_TRAIN:-0}
-LEXICON="aliases=$ALIASES alias_prob=$ALIAS_PROB glosses=$GLOSSES in_train=$ALIASES_IN_TRAIN"
-if [[ -f "$WORK/lexicon" ]]; then
-  if [[ "$(cat "$WORK/lexicon")" != "$LEXICON" ]]; then
-    echo "error: ALIASES/ALIAS_PROB/GLOSSES: $WORK was made with '$(cat "$WORK/lexicon")', not '$LEXICON'; use another WORK_DIR" >&2
-    exit 2
-  fi
-elif [[ "$ALIASES" != 0 && ( -d "$WORK/data" || -d "$WORK/pretrain" ) ]]; then
-  echo "error: ALIASES=$ALIASES: $WORK holds data made without the latent lexicon; use another WORK_DIR or ALIASES=0" >&2
-  exit 2
-else
-  echo "$LEXICON" > "$WORK/lexicon"
-fi
+echo "$LEXICON" > "$WORK/lexicon"
 T0=$SECONDS
 stamp() { echo "[$(date +%T)] +$((SECONDS - T0)) s: $*"; }
 

@@ -23,9 +23,9 @@ mini-GLUE world, every word of a class occurs in the same contexts as every othe
 generators draw them independently), so co-occurrence alone shows that an alias is *an*
 adjective, not *which* one; real text reveals it through coordination, definitions and
 paraphrase. A masked LM pretrained on the corpus can learn each alias's base word from
-them; the labels' meaning never changes, because aliases are synonyms. Function words (determiners,
-auxiliaries, negators, prepositions, wh-words, punctuation) are never aliased: the rules
-the tasks test are written with them.
+them; the labels' meaning never changes, because aliases are synonyms. Function words
+(determiners, auxiliaries, negators, prepositions, wh-words, punctuation) are never
+aliased: the rules the tasks test are written with them.
 
 Deterministic: the alias table depends only on ``seed`` and ``K``; rewriting draws from a
 ``random.Random`` the caller owns.

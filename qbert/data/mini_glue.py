@@ -928,7 +928,7 @@ def write_task(out_dir: str, task: str, train_size=DEFAULT_TRAIN_SIZE,
     paths = []
     for split in spec.splits:
         n = test_size if spec.is_test(split) else (dev_size if split in spec.dev_splits else train_size)
-        rows = _split_rows(spec.name, split, n, seed, lexicon, aliased=True if aliases_in_train else None)
+        rows = _split_rows(spec.name, split, n, seed, lexicon, aliased=aliases_in_train or None)
         header = spec.header(split)
         lines = []
         if header is not None:
@@ -955,14 +955,22 @@ def generate(out_dir: str, tasks: Sequence[str] | str = "all", train_size=DEFAUL
                           aliases_in_train) for t in names}
 
 
-def _positive_int(text: str) -> int:
+def _int_at_least(text: str, low: int, what: str) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        v = low - 1
+    if v < low:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return v
+
+
+def _positive_int(text: str) -> int:
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def _non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0, "an integer >= 0")
 
 
 def _train_size(text: str):
@@ -981,16 +989,6 @@ def _probability(text: str) -> float:
         v = -1.0
     if not 0.0 < v <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a probability in (0, 1], got {text!r}")
-    return v
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return v
 
 
