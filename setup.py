@@ -21,7 +21,7 @@ setup(
         "safetensors==0.8.0",
     ],
     extras_require={
-        "test": ["pytest==9.2.0", "ruff==0.17.6"],
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "execnet==2.1.2", "ruff==0.17.6"],
         "plots": ["matplotlib==3.11.2"],
         # Hugging Face interop (qbert-import-hf / qbert-export-hf); the core plugin does not need it
         "hf": ["transformers==5.24.0", "tokenizers==0.23.3", "safetensors==0.8.0"],

@@ -1,4 +1,4 @@
-"""Shared fixtures, each built once per test session: mini-GLUE (all tasks, small) and
+"""Shared fixtures, each built once per test session (per pytest-xdist worker): mini-GLUE (all tasks, small) and
 ``mini_teacher``, the one trained FP teacher that the KD, QAT and ablation tests share."""
 import os
 import re
@@ -13,6 +13,11 @@ REPO_DIR = os.path.dirname(TESTS_DIR)
 for _path in (REPO_DIR, TESTS_DIR):  # the packages, and the shared helper modules here
     if _path not in sys.path:
         sys.path.insert(0, _path)
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one pytest-xdist worker per core (scripts/run_tests.sh): one thread each, for the
+    # worker's own torch and every subprocess it starts, instead of two workers x all cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ALL_TASKS = ("CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE")
 SMALL_SIZES = dict(train_size=240, dev_size=60, test_size=30)
