@@ -11,6 +11,8 @@
 #         synonyms in dev/test, not in train; give the same values to scripts/pretrain_mini.sh,
 #         whose corpus teaches them, and binarize with its DICT; ALIASES_IN_TRAIN=1: train uses
 #         them too (the low-resource QAT setting),
+#   COMPOSITE=1  SST-2, CoLA, RTE, MRPC in composite form (qbert.data.composite: several units
+#         per example, the label aggregates theirs, no label noise; default 0),
 #   DICT  a dictionary to binarize with (a pretrained model's dict.txt, e.g. the
 #         OUT/corpus-bin/dict.txt of scripts/pretrain_mini.sh); default: built from train.
 set -euo pipefail
@@ -33,6 +35,11 @@ case "${ALIASES_IN_TRAIN:-0}" in
   1) IN_TRAIN=(--aliases-in-train) ;;
   0) ;;
   *) echo "error: ALIASES_IN_TRAIN=$ALIASES_IN_TRAIN; expected 0 or 1" >&2; exit 2 ;;
+esac
+case "${COMPOSITE:-0}" in
+  1) IN_TRAIN+=(--composite) ;;
+  0) ;;
+  *) echo "error: COMPOSITE=$COMPOSITE; expected 0 or 1" >&2; exit 2 ;;
 esac
 "$PYTHON" -m qbert.data.mini_glue --out-dir "$OUT/glue" --tasks "$TASKS" \
   --seed "${SEED:-1}" --train-size "${TRAIN_SIZE:-8000}" --max-train-size "${MAX_TRAIN_SIZE:-8000}" --dev-size "${DEV_SIZE:-1000}" \

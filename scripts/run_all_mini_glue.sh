@@ -19,7 +19,8 @@
 # PACT_TASKS (default SST-2: the seed's PACT table), KD_PARTS_FFN=1 (default) also runs the
 # seed's "FFN 2bit" KD-parts table, JOBS (parallel runs, default: number of CPUs),
 # RESULTS_DIR, TRAIN_SIZE (data, e.g. glue), ALIASES ALIAS_PROB GLOSSES ALIASES_IN_TRAIN (the
-# latent lexicon of data and corpus, default 0 = off, 0.5, 40, 0; see prepare_mini_glue.sh), AUG (auto: kd_effect and kd_parts get their
+# latent lexicon of data and corpus, default 0 = off, 0.5, 40, 0; see prepare_mini_glue.sh), COMPOSITE
+# (1: SST-2, CoLA, RTE, MRPC in composite form, qbert.data.composite; default 0), AUG (auto: kd_effect and kd_parts get their
 # "KD + aug" column, the augmentation made with WORK_DIR/pretrain/model.pt, the masked LM the
 # teachers were fine-tuned from; 0: without it) and AUG_N AUG_TOP_K AUG_P AUG_SEED (defaults
 # 4, 15, 0.4, 1; each task's augmented split is written once into WORK_DIR/data/TASK-bin,
@@ -54,14 +55,18 @@ export DATA_KIND=mini
 # The latent lexicon (qbert.data.lexicon, README "Data"): dev/test and the pretraining corpus
 # use ALIASES made-up synonyms per content word, train does not (default 0: off; with the
 # tiny model it did not give the teacher knowledge its labels lack, see the README). Data,
-# corpus and teachers of one WORK_DIR must share it: WORK_DIR/lexicon records it.
+# corpus and teachers of one WORK_DIR must share it: WORK_DIR/lexicon records it, and
+# COMPOSITE=1 (composite tasks, qbert.data.composite) too.
 export ALIASES=${ALIASES:-0} ALIAS_PROB=${ALIAS_PROB:-0.5} GLOSSES=${GLOSSES:-40} ALIASES_IN_TRAIN=${ALIASES_IN_TRAIN:-0}
+export COMPOSITE=${COMPOSITE:-0}
+case "$COMPOSITE" in 0|1) ;; *) echo "error: COMPOSITE=$COMPOSITE; expected 0 or 1" >&2; exit 2 ;; esac
 LEXICON="aliases=$ALIASES alias_prob=$ALIAS_PROB glosses=$GLOSSES in_train=$ALIASES_IN_TRAIN"
+if [[ "$COMPOSITE" == 1 ]]; then LEXICON="$LEXICON composite=1"; fi
 if [[ -f "$WORK/lexicon" && "$(cat "$WORK/lexicon")" != "$LEXICON" ]]; then
-  echo "error: ALIASES/ALIAS_PROB/GLOSSES/ALIASES_IN_TRAIN: $WORK was made with '$(cat "$WORK/lexicon")', not '$LEXICON'; use another WORK_DIR" >&2
+  echo "error: ALIASES/ALIAS_PROB/GLOSSES/ALIASES_IN_TRAIN/COMPOSITE: $WORK was made with '$(cat "$WORK/lexicon")', not '$LEXICON'; use another WORK_DIR" >&2
   exit 2
-elif [[ ! -f "$WORK/lexicon" && "$ALIASES" != 0 && ( -d "$WORK/data" || -d "$WORK/pretrain" ) ]]; then
-  echo "error: ALIASES=$ALIASES: $WORK holds data made without the latent lexicon; use another WORK_DIR or ALIASES=0" >&2
+elif [[ ! -f "$WORK/lexicon" && ( "$ALIASES" != 0 || "$COMPOSITE" != 0 ) && ( -d "$WORK/data" || -d "$WORK/pretrain" ) ]]; then
+  echo "error: ALIASES=$ALIASES COMPOSITE=$COMPOSITE: $WORK holds data made without them; use another WORK_DIR or ALIASES=0 COMPOSITE=0" >&2
   exit 2
 fi
 S=$REPO_DIR/scripts

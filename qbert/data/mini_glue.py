@@ -880,10 +880,26 @@ def world_lexicon(aliases: int, prob: float = DEFAULT_ALIAS_PROB, seed: int = DE
     return Lexicon(world_vocabulary(), aliases, prob, seed) if aliases else None
 
 
+def _composite_generators() -> Dict[str, Gen]:
+    from qbert.data import composite  # builds on this module's units: imported on use
+
+    return composite.GENERATORS
+
+
+def composite_tasks() -> Tuple[str, ...]:
+    """The tasks ``--composite`` changes (qbert.data.composite)."""
+    return tuple(_composite_generators())
+
+
+def _generator(task: str, composite: bool) -> Gen:
+    return _composite_generators().get(task, GENERATORS[task]) if composite else GENERATORS[task]
+
+
 def _split_rows(task: str, split: str, n: int, seed: int, lexicon: Optional[Lexicon] = None,
-                aliased: Optional[bool] = None) -> List[List[str]]:
+                aliased: Optional[bool] = None, composite: bool = False) -> List[List[str]]:
     """``n`` rows of ``task``'s ``split``; with ``lexicon``, the text columns of every split
-    but train (or as ``aliased`` says) are rewritten with aliases from their own stream."""
+    but train (or as ``aliased`` says) are rewritten with aliases from their own stream;
+    ``composite``: the composite form of SST-2, CoLA, RTE, MRPC (qbert.data.composite)."""
     spec = get_task(task)
     kind = "test" if spec.is_test(split) else ("dev" if split in spec.dev_splits else "train")
     # str seeds are hashed with sha512 by random.Random: stable across processes/platforms.
@@ -891,7 +907,7 @@ def _split_rows(task: str, split: str, n: int, seed: int, lexicon: Optional[Lexi
     if task == "MNLI":
         rows = gen_mnli(rng, n, kind, mismatched=split.endswith("mismatched"))
     else:
-        rows = GENERATORS[task](rng, n, kind)
+        rows = _generator(task, composite)(rng, n, kind)
     if aliased is None:
         aliased = kind != "train"
     if lexicon is None or not aliased:
@@ -916,11 +932,13 @@ def train_rows(task: str, train_size, max_train_size: int = DEFAULT_TRAIN_SIZE) 
 def write_task(out_dir: str, task: str, train_size=DEFAULT_TRAIN_SIZE,
                dev_size: int = DEFAULT_DEV_SIZE, test_size: int = DEFAULT_TEST_SIZE,
                seed: int = DEFAULT_SEED, max_train_size: int = DEFAULT_TRAIN_SIZE,
-               lexicon: Optional[Lexicon] = None, aliases_in_train: bool = False) -> List[str]:
+               lexicon: Optional[Lexicon] = None, aliases_in_train: bool = False,
+               composite: bool = False) -> List[str]:
     """Write OUT/TASK/*.tsv; returns the written paths. With ``lexicon`` (``world_lexicon``),
     dev and test use the aliases, train only the base words (or, with ``aliases_in_train``,
     the aliases too: the teacher then learns every alias from its labels, and a student
-    quantized on a small subset of train meets only part of them)."""
+    quantized on a small subset of train meets only part of them). ``composite``: SST-2,
+    CoLA, RTE and MRPC in their composite form (qbert.data.composite)."""
     spec = get_task(task)
     train_size = train_rows(spec.name, train_size, max_train_size)
     task_dir = os.path.join(out_dir, spec.name)
@@ -928,7 +946,8 @@ def write_task(out_dir: str, task: str, train_size=DEFAULT_TRAIN_SIZE,
     paths = []
     for split in spec.splits:
         n = test_size if spec.is_test(split) else (dev_size if split in spec.dev_splits else train_size)
-        rows = _split_rows(spec.name, split, n, seed, lexicon, aliased=aliases_in_train or None)
+        rows = _split_rows(spec.name, split, n, seed, lexicon, aliased=aliases_in_train or None,
+                           composite=composite)
         header = spec.header(split)
         lines = []
         if header is not None:
@@ -948,11 +967,11 @@ def generate(out_dir: str, tasks: Sequence[str] | str = "all", train_size=DEFAUL
              dev_size: int = DEFAULT_DEV_SIZE, test_size: int = DEFAULT_TEST_SIZE,
              seed: int = DEFAULT_SEED, max_train_size: int = DEFAULT_TRAIN_SIZE,
              aliases: int = DEFAULT_ALIASES, alias_prob: float = DEFAULT_ALIAS_PROB,
-             aliases_in_train: bool = False) -> Dict[str, List[str]]:
+             aliases_in_train: bool = False, composite: bool = False) -> Dict[str, List[str]]:
     names = parse_tasks(tasks)
     lexicon = world_lexicon(aliases, alias_prob, seed)
     return {t: write_task(out_dir, t, train_size, dev_size, test_size, seed, max_train_size, lexicon,
-                          aliases_in_train) for t in names}
+                          aliases_in_train, composite) for t in names}
 
 
 def _int_at_least(text: str, low: int, what: str) -> int:
@@ -1024,6 +1043,10 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--aliases-in-train", action="store_true",
                         help="train splits use the aliases too (low-resource QAT setting: the "
                              "teacher learns them all, a small QAT subset shows only some)")
+    parser.add_argument("--composite", action="store_true",
+                        help="SST-2, CoLA, RTE, MRPC in composite form (qbert.data.composite): several "
+                             "units per example, the label aggregates theirs, no label noise; the "
+                             "other tasks are unchanged")
     args = parser.parse_args(argv)
     try:
         tasks = parse_tasks(args.tasks)
@@ -1032,7 +1055,7 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> int:
     lexicon = world_lexicon(args.aliases, args.alias_prob, args.seed)
     for t in tasks:
         paths = write_task(args.out_dir, t, args.train_size, args.dev_size, args.test_size, args.seed,
-                           args.max_train_size, lexicon, args.aliases_in_train)
+                           args.max_train_size, lexicon, args.aliases_in_train, args.composite)
         print(f"{t}: " + " ".join(os.path.basename(p) for p in paths) + f" -> {os.path.join(args.out_dir, t)}")
     return 0
 
