@@ -8,8 +8,9 @@ What fairseq-validate does to read a checkpoint and its data, with the model reb
    restricted unpickler (:mod:`fairseq_qbert.checkpoint_loading`); the file must be a RoBERTa-family sentence-prediction
    model (a classification head, no quantizer state);
 2. :func:`setup_task`: the checkpoint's ``sentence_prediction`` task config with ``data``
-   replaced, set up by fairseq (dictionaries read from ``DATA/input0/dict.txt`` and
-   ``DATA/label/dict.txt``); the dictionary must match the checkpoint's vocabulary;
+   replaced, set up by fairseq (dictionaries read from ``DATA/input0/dict.txt`` and, unless
+   the task is a regression such as STS-B, ``DATA/label/dict.txt``); the dictionary must
+   match the checkpoint's vocabulary;
 3. :func:`build_quant_model`: the checkpoint's model args with ``arch = quant_roberta`` and
    the quantization flags, built by the task, the FP weights loaded strictly (the missing
    quantizer state is added, uninitialised, by ``upgrade_state_dict_named``); with
@@ -89,11 +90,13 @@ def setup_task(state: Dict, data: str, path: str = "", flag: str = "--path"):
     from fairseq import tasks
     from omegaconf import open_dict
 
-    for sub in ("input0", "label"):
+    cfg = state["cfg"]
+    # a regression task (STS-B) has float labels and no label dictionary, as in fairseq
+    regression = bool(cfg.task.get("regression_target", False))
+    for sub in ("input0",) if regression else ("input0", "label"):
         if not os.path.isfile(os.path.join(data, sub, "dict.txt")):
             raise DataError(f"{os.path.join(data, sub, 'dict.txt')} not found: DATA must be the "
                             "output of qbert-preprocess-glue (fairseq-preprocess of input0/ and label/)")
-    cfg = state["cfg"]
     with open_dict(cfg):
         cfg.task.data = os.path.abspath(data)
     try:

@@ -99,3 +99,20 @@ def test_stsb_teacher_correlates(teacher_runs):
     pearson = max(e["pearson"] for e in evals)
     print(f"STS-B: best dev pearson {pearson} ({best} pearson_and_spearman) in {r['seconds']:.0f}s")
     assert pearson >= 30.0
+
+
+def test_stsb_teacher_calibrates_as_a_regression(teacher_runs, tmp_path):
+    """qbert-calibrate on a regression teacher: its data has no label/dict.txt (float labels),
+    which PTQ must not ask for; W8 PTQ keeps the correlation and writes the checkpoint."""
+    from fairseq_qbert.calib.cli import main
+
+    r = teacher_runs["STS-B"]
+    data_bin = r["save"].parent / "STS-B-bin"
+    assert not (data_bin / "label" / "dict.txt").exists()
+    out = tmp_path / "ptq.pt"
+    summary = main([str(data_bin), "--path", str(r["save"] / "checkpoint_best.pt"), "--quant-groups", "EMB,QKV,FFN",
+                    "--weight-bits", "8", "--weight-calibrator", "max", "--num-calib-batches", "2",
+                    "--batch-size", "16", "--cpu", "--out", str(out)])
+    assert out.is_file()
+    assert summary["fp"]["pearson"] >= 30.0
+    assert abs(summary["ptq"]["pearson"] - summary["fp"]["pearson"]) <= 2.0
