@@ -276,7 +276,7 @@ def augment_folder(data: str, pretrained: str, out: Optional[str] = None, n_aug:
 def cli_main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
-                        level=logging.INFO, stream=sys.stderr)
+                        level=logging.INFO, stream=sys.stderr, force=True)  # see qbert-export
     import fairseq_qbert  # noqa: F401  (safe checkpoint loading, registrations)
 
     with cli_errors():

@@ -51,7 +51,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="--verify batch size (32)")
     parser.add_argument("--threads", type=int, default=None, help="ORT intra-op threads for --verify")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    # force: importing fairseq already ran wav2vec2_classification's basicConfig(level=DEBUG)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", force=True)
     import fairseq_qbert  # noqa: F401  (registers quant_roberta)
 
     with cli_errors():

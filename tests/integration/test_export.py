@@ -2,6 +2,7 @@
 quantizer kind and group combination, the integer GEMMs in ORT's optimized graph, and the
 command lines (qbert-export --verify, qbert-predict) end to end, with their errors."""
 import os
+import re
 import subprocess
 import sys
 
@@ -405,6 +406,8 @@ def test_export_verify_and_predict_end_to_end(qat_checkpoint, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "prediction agreement 100.00%" in proc.stdout, proc.stdout
     assert "x of fp32" in proc.stdout and "accuracy: fake-quant fairseq" in proc.stdout
+    # only the tool's own lines: fairseq's import-time basicConfig(level=DEBUG) is overridden
+    assert not re.search(r"^(DEBUG|INFO):", proc.stdout + proc.stderr, re.M), proc.stderr[-2000:]
     raw = tmp_path / "raw.tsv"
     raw.write_text("w1 w2 w3 w4\nw5 w0 w17\nw3\n")
     pred = cli("qbert.export.predict", out, "--input", raw)
