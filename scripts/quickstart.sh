@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The main job, end to end on mini-GLUE SST-2 (2 CPU cores, a few minutes):
 #   1. virtualenv + pinned install (reused on later runs)
-#   2. mini-GLUE SST-2 in the GLUE layout, binarized for fairseq
-#   3. full-precision teacher fine-tune (tiny RoBERTa)
-#   4. 4-bit LSQ QAT of EMB,QKV,FFN started from the teacher, without and with KD (trm,logits)
-#   5. the table FP vs QAT vs QAT+KD, and where the tensorboard logs are
+#   2. mini-GLUE SST-2 in its composite form (qbert.data.composite: reviews of 3-7 clauses,
+#      label = the majority polarity), GLUE layout, binarized for fairseq
+#   3. full-precision teacher fine-tune (tiny RoBERTa, all 8000 train rows)
+#   4. NVIDIA's PTQ -> QAT -> QAT+KD sequence at W2A8 (EMB,QKV,FFN; scripts/ptq.sh
+#      PARTS=sequence), the student on the first 300 train rows (QAT_TRAIN_SIZE=300)
+#   5. the table FP | PTQ | QAT | QAT+KD | QAT from the FP teacher, and the tensorboard logs
 #   6. export of the QAT+KD model to packed integer weights + an int8 ONNX Runtime model,
 #      verified against the fake-quant model on the dev set, and a prediction on raw text
 # Re-running skips finished steps. WORK (default work/quickstart) holds everything.
@@ -19,9 +21,15 @@ mkdir -p "$WORK"
 T0=$SECONDS
 say() { echo "[quickstart +$((SECONDS - T0))s] $*"; }
 
+DATA_SETTING="COMPOSITE=1"   # what $WORK/data was made with; another setting starts over
+if [[ -e "$WORK/data" && "$(cat "$WORK/data/setting" 2>/dev/null)" != "$DATA_SETTING" ]]; then
+  say "$WORK was made with another data setting: removing its data, teacher and runs"
+  rm -rf "$WORK/data" "$WORK/teacher" "$WORK/exp" "$WORK/results" "$WORK/deploy"
+fi
 if [[ ! -d "$WORK/data/$TASK-bin/label" ]]; then
   say "generating and binarizing mini-GLUE $TASK -> $WORK/data"
-  scripts/prepare_mini_glue.sh "$WORK/data" "$TASK" > "$WORK/prepare.log" 2>&1 || { cat "$WORK/prepare.log"; exit 1; }
+  COMPOSITE=1 scripts/prepare_mini_glue.sh "$WORK/data" "$TASK" > "$WORK/prepare.log" 2>&1 || { cat "$WORK/prepare.log"; exit 1; }
+  echo "$DATA_SETTING" > "$WORK/data/setting"
 fi
 TEACHER="$WORK/teacher/checkpoint_best.pt"
 if [[ ! -f "$TEACHER" ]]; then
@@ -31,9 +39,9 @@ if [[ ! -f "$TEACHER" ]]; then
 fi
 tail -n 4 "$WORK/teacher.log" 2>/dev/null || true
 
-say "4-bit LSQ QAT of EMB,QKV,FFN without and with KD -> $WORK/exp"
-BITS=4 QUANT_GROUPS=EMB,QKV,FFN KD_PARTS=trm,logits DATA_KIND=mini \
-  scripts/kd_effect.sh "$TASK" "$WORK/data/$TASK-bin" "$TEACHER" "$WORK/exp" cpu
+say "W2A8 of EMB,QKV,FFN: PTQ, then QAT and QAT+KD from it on 300 train rows -> $WORK/exp"
+PARTS=sequence SEQ_BITS=2 QUANT_GROUPS=EMB,QKV,FFN KD_PARTS=trm,logits QAT_TRAIN_SIZE=300 DATA_KIND=mini \
+  scripts/ptq.sh "$TASK" "$WORK/data/$TASK-bin" "$TEACHER" "$WORK/exp" cpu
 
 say "results table"
 "$PYTHON" scripts/make_tables.py "$WORK/exp" --results-dir "$WORK/results" --clean
