@@ -51,7 +51,7 @@ QAT_KD="$(find "$WORK/exp/runs" -path '*_kd-*' -name checkpoint_best.pt | head -
 say "exporting $QAT_KD -> $WORK/deploy (packed weights + int8 ONNX), verified on the dev set"
 "$VENV/bin/qbert-export" "$QAT_KD" --out "$WORK/deploy" --force --verify "$WORK/data/$TASK-bin"
 DEV="$WORK/data/glue/$TASK/dev.tsv"
-tail -n +2 "$DEV" | cut -f1 | head -n 5 > "$WORK/raw.tsv"
+sed -n "2,6p" "$DEV" | cut -f1 > "$WORK/raw.tsv"   # not head: with pipefail its early exit is a SIGPIPE failure
 say "qbert-predict on 5 raw dev sentences (needs only onnxruntime + numpy)"
 "$VENV/bin/qbert-predict" "$WORK/deploy" --input "$WORK/raw.tsv"
 echo
