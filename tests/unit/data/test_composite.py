@@ -103,8 +103,8 @@ def test_mrpc_paraphrases_keep_every_number_name_and_period(glues):
 
 @pytest.mark.parametrize("task", sorted(composite.GENERATORS))
 def test_label_aggregates_the_unit_labels_without_noise(task):
-    """Every row's label is the rule applied to its units (majority for SST-2, all for the
-    others), with no flipped label; unit counts and class balance are as documented."""
+    """Every row's label is the rule applied to its units (majority for SST-2 and RTE, all
+    for the others), with no flipped label; unit counts and class balance are as documented."""
     trace = []
     rows = composite.GENERATORS[task](random.Random(f"t:{task}"), 3000, "train", trace)
     label_col = LAYOUT[task][0]
@@ -114,12 +114,15 @@ def test_label_aggregates_the_unit_labels_without_noise(task):
         k = len(units)
         if task == "SST-2":
             assert k in composite.SST_CLAUSES and int(row[label_col]) == int(2 * sum(units) > k)
+        elif task == "RTE":
+            assert k in composite.RTE_SOURCES_PER_EXAMPLE and (row[label_col] == positive) == (2 * sum(units) > k)
+            assert row[1].count(" said ") == k   # one report per source
         else:
             assert k in composite.UNITS and (row[label_col] == positive) == all(units)
             assert sum(units) >= k - 1, "at most one unit is changed"
         balance.append(row[label_col] == positive)
     share = sum(balance) / len(balance)
-    expected = {"SST-2": 0.5, "CoLA": 0.7, "RTE": 0.5, "MRPC": 0.6}[task]
+    expected = {"SST-2": 0.5, "CoLA": 0.7, "RTE": 0.5, "MRPC": 0.6}[task]   # RTE: k odd, p 0.5
     assert abs(share - expected) < 0.05, share
 
 
@@ -129,3 +132,22 @@ def test_test_split_has_no_labels_and_the_cli_documents_the_flag(glues, tmp_path
     out = subprocess.run([sys.executable, "-m", "qbert.data.mini_glue", "--help"], cwd=REPO_DIR,
                          capture_output=True, text=True).stdout
     assert "--composite" in out
+
+
+def test_a_contradicting_report_changes_one_thing_and_never_a_negated_events_detail():
+    """Multi-source RTE: a contradicting source differs from the event in exactly one field;
+    a negated event ("did not buy the red car") is only contradicted by dropping the negation
+    (another colour would not contradict it)."""
+    rng = random.Random(5)
+    fields = collections.Counter()
+    for _ in range(3000):
+        event = world._event(rng)
+        told = composite._contradicting(rng, event)
+        changed = [k for k in event if event[k] != told[k]]
+        if set(changed) == {"subj", "obj"}:
+            changed = ["swap"]
+        assert len(changed) == 1, (event, told)
+        if event["neg"]:
+            assert changed == ["neg"], (event, told)
+        fields[changed[0]] += 1
+    assert set(fields) == {"neg", "swap", "verb", "color", "place", "day"}
